@@ -1,0 +1,438 @@
+"""The event loop: log in, join, sync, hand each event to commands and protections.
+
+Checkpointing is ours, not matrix-nio's: nio saves its sync token *before* callbacks run, so a
+crash then loses the batch. We commit ``next_batch`` to the ledger only after the whole batch
+is handled. Handlers key what they did by ``(event_id, action)``, so a batch replayed after a
+crash acts only where it had not acted yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import json
+import random
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import structlog
+
+from abusebot import __version__
+from abusebot.actions import Moderation
+from abusebot.audit import Message
+from abusebot.commands import CommandHandler
+from abusebot.config import Config
+from abusebot.events import Event, parse_event
+from abusebot.ledger import Ledger
+from abusebot.matrix import Api, Homeserver, HomeserverUnavailable, MatrixError, WriteQueue
+from abusebot.rooms import RoomStore
+from abusebot.scheduler import ExpiryScheduler
+
+log = structlog.get_logger("abusebot.bot")
+
+#: Timeline events per room per sync; Synapse's default of 10 makes gaps common.
+TIMELINE_LIMIT = 100
+#: At most this many events are fetched to fill one gap (a limited sync) before we move on.
+MAX_GAP_EVENTS = 2000
+SYNC_FILTER = json.dumps(
+    {
+        "presence": {"not_types": ["*"]},
+        "account_data": {"not_types": ["*"]},
+        "room": {
+            "timeline": {"limit": TIMELINE_LIMIT},
+            "ephemeral": {"not_types": ["*"]},
+            "account_data": {"not_types": ["*"]},
+            "state": {"lazy_load_members": False},
+        },
+    },
+    separators=(",", ":"),
+)
+#: The very first sync only learns state: its timeline is history we must not punish.
+FIRST_SYNC_FILTER = SYNC_FILTER.replace(f'"limit":{TIMELINE_LIMIT}', '"limit":1')
+
+EventHook = Callable[[Event], Awaitable[None]]
+
+
+class StartupError(Exception):
+    """The bot cannot start (cannot log in, cannot reach the management room)."""
+
+
+class Bot:
+    """One running abusebot."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = RoomStore()
+        self.started_at = time.time()
+        self.last_sync_at: float | None = None
+        self.last_event_ts: int | None = None
+        self.events_handled = 0
+        self.hooks: list[EventHook] = []
+        self._stop = asyncio.Event()
+        self.ledger: Ledger
+        self.hs: Homeserver
+        self.queue: WriteQueue
+        self.api: Api
+        self.moderation: Moderation
+        self.commands: CommandHandler
+        self.scheduler: ExpiryScheduler
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the ledger, log in, join the rooms, learn their state."""
+        cfg = self.config
+        self.ledger = await Ledger.open(cfg.ledger_path)
+        self.hs = Homeserver(cfg.homeserver, cfg.user_id, cfg.device_name)
+        await self._login()
+        self.queue = WriteQueue(self.hs)
+        self.api = Api(self.hs, self.queue)
+        self.moderation = Moderation(
+            config=cfg, ledger=self.ledger, api=self.api, store=self.store, bot_user_id=self.hs.user_id
+        )
+        self.commands = CommandHandler(self.moderation, self.store, cfg.command_prefix, self.status_message)
+        self.scheduler = ExpiryScheduler(self.ledger, self.moderation, alert_after=cfg.expiry_alert_after)
+        await self._join_rooms()
+        if await self.ledger.get_kv("sync_token") is None:
+            await self._first_sync()
+        self.scheduler.start()
+        log.info(
+            "started",
+            user_id=self.hs.user_id,
+            management_room=self.store.management_id,
+            protected_rooms=len(self.store.protected),
+            version=__version__,
+        )
+
+    async def close(self) -> None:
+        """Stop background work and close connections."""
+        with contextlib.suppress(AttributeError):
+            await self.scheduler.stop()
+        with contextlib.suppress(AttributeError):
+            await self.queue.close()
+        with contextlib.suppress(AttributeError):
+            await self.hs.close()
+        with contextlib.suppress(AttributeError):
+            await self.ledger.close()
+
+    def stop(self) -> None:
+        """Ask the loop to stop after the batch in hand."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Start, sync until stopped (SIGTERM/SIGINT), close."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        try:
+            await self._with_retry("start", self.start)
+            await self.sync_forever()
+        finally:
+            await self.close()
+            log.info("stopped")
+
+    async def _with_retry(self, what: str, operation: Callable[[], Awaitable[None]]) -> None:
+        """Retry ``operation`` while the homeserver is unreachable (it may still be starting)."""
+        delay = 1.0
+        while True:
+            try:
+                await operation()
+                return
+            except HomeserverUnavailable as err:
+                if self._stop.is_set():
+                    raise
+                log.warning("homeserver_unavailable", during=what, retry_in_s=delay, error=str(err))
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                if self._stop.is_set():
+                    raise
+                delay = min(60.0, delay * 2)
+
+    async def _login(self) -> None:
+        cfg = self.config
+        stored_token = await self.ledger.get_kv("access_token")
+        device_id = await self.ledger.get_kv("device_id")
+        token = cfg.access_token or stored_token
+        if token:
+            self.hs.restore(token, device_id)
+            try:
+                self.hs.user_id = await self.hs.whoami()
+                return
+            except MatrixError as err:
+                if err.status != 401 or not cfg.password:
+                    raise StartupError(f"the access token was refused: {err}") from err
+                log.warning("stored_token_refused", error=str(err))
+        if not cfg.password:
+            raise StartupError("no usable access token and no password to log in with")
+        try:
+            await self.hs.login_password(cfg.password, device_id)
+        except MatrixError as err:
+            raise StartupError(f"login failed: {err.error or err}") from err
+        await self.ledger.set_kv("access_token", self.hs.access_token)
+        await self.ledger.set_kv("device_id", self.hs.device_id)
+        log.info("logged_in", user_id=self.hs.user_id, device_id=self.hs.device_id)
+
+    async def _join(self, room: str) -> str:
+        room_id = await self.api.join(room)
+        state = self.store.room(room_id)
+        state.apply_all(await self.hs.room_state(room_id))
+        return room_id
+
+    async def _join_rooms(self) -> None:
+        cfg = self.config
+        management = await self.ledger.get_kv("management_room_override") or cfg.management_room
+        try:
+            self.store.management_id = await self._join(management)
+        except MatrixError as err:
+            raise StartupError(f"cannot join the management room {management}: {err}") from err
+        extra: list[str] = await self.ledger.get_json("extra_protected_rooms", [])
+        replaced: dict[str, str] = await self.ledger.get_json("replaced_rooms", {})
+        wanted = [*cfg.protected_rooms, *extra]
+        for number, room in enumerate(wanted, 1):
+            try:
+                room_id = await self._join(room)
+            except MatrixError as err:
+                log.error("cannot_join_protected_room", room=room, error=str(err))
+                continue
+            if room_id in replaced:  # upgraded while we were away: protect the successor instead
+                continue
+            self.store.protect(room_id)
+            if len(wanted) > 20 and number % 20 == 0:
+                log.info("joining_rooms", done=number, total=len(wanted))
+
+    async def _first_sync(self) -> None:
+        """Learn state and the current position; act on nothing in this sync's timeline."""
+        response = await self.hs.sync(None, 0, FIRST_SYNC_FILTER)
+        for room_id, joined in _mapping(_mapping(response.get("rooms")).get("join")).items():
+            if self._relevant(room_id):
+                self.store.room(room_id).apply_all(_list(_mapping(joined.get("state")).get("events")))
+                for raw in _list(_mapping(joined.get("timeline")).get("events")):
+                    if isinstance(raw, Mapping) and "state_key" in raw:
+                        self.store.room(room_id).apply(raw)
+        await self.ledger.commit_checkpoint(str(response["next_batch"]))
+        log.info("first_sync", note="history before this start is not acted on")
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    async def sync_forever(self) -> None:
+        """Long-poll ``/sync`` until stopped, surviving homeserver outages and rate limits."""
+        backoff = 1.0
+        while not self._stop.is_set():
+            since = await self.ledger.get_kv("sync_token")
+            request = asyncio.create_task(self.hs.sync(since, self.config.sync_timeout_ms, SYNC_FILTER))
+            stopper = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({request, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if self._stop.is_set():
+                request.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await request
+                break
+            try:
+                response = request.result()
+            except MatrixError as err:
+                wait = err.retry_after() if err.rate_limited else None
+                if err.status == 401 and self.config.password:
+                    await self.ledger.set_kv("access_token", "")
+                    await self._with_retry("relogin", self._login)
+                    continue
+                wait = wait if wait is not None else backoff
+                log.warning("sync_failed", status=err.status, errcode=err.errcode, retry_in_s=round(wait, 2))
+                await self._pause(wait)
+                backoff = min(60.0, backoff * 2)
+                continue
+            except HomeserverUnavailable as err:
+                log.warning("sync_failed", error=str(err), retry_in_s=round(backoff, 2))
+                await self._pause(backoff * random.uniform(0.8, 1.2))
+                backoff = min(60.0, backoff * 2)
+                continue
+            backoff = 1.0
+            await self.handle_sync(response, since)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    def _relevant(self, room_id: str) -> bool:
+        return room_id == self.store.management_id or self.store.is_protected(room_id)
+
+    async def handle_sync(self, response: Mapping[str, Any], since: str | None) -> None:
+        """Handle one sync batch, then commit its checkpoint."""
+        started = time.perf_counter()
+        rooms = _mapping(response.get("rooms"))
+        handled = 0
+        for room_id in _mapping(rooms.get("invite")):
+            await self._on_invite(room_id)
+        for room_id, joined in _mapping(rooms.get("join")).items():
+            if not isinstance(joined, Mapping):
+                continue
+            handled += await self._handle_room(room_id, joined, since)
+        for room_id in _mapping(rooms.get("leave")):
+            if self._relevant(room_id):
+                text = f"⚠️ I am no longer in {self.store.label(room_id)} ({room_id}); I cannot protect it."
+                log.error("removed_from_room", room_id=room_id)
+                await self.moderation.post(Message(text, html.escape(text)))
+        next_batch = response.get("next_batch")
+        if isinstance(next_batch, str):
+            await self.ledger.commit_checkpoint(next_batch)
+        self.last_sync_at = time.time()
+        if handled:
+            log.info("batch", events=handled, ms=round((time.perf_counter() - started) * 1000, 2))
+
+    async def _on_invite(self, room_id: str) -> None:
+        # Accept invites only to the rooms we are configured for (ids known after joining).
+        wanted = {self.config.management_room, *self.config.protected_rooms}
+        if room_id in wanted or self._relevant(room_id):
+            try:
+                await self._join(room_id)
+                log.info("accepted_invite", room_id=room_id)
+            except (MatrixError, HomeserverUnavailable) as err:
+                log.warning("invite_join_failed", room_id=room_id, error=str(err))
+
+    async def _handle_room(self, room_id: str, joined: Mapping[str, Any], since: str | None) -> int:
+        state = self.store.room(room_id)
+        state.apply_all(_list(_mapping(joined.get("state")).get("events")))
+        if not self._relevant(room_id):
+            for raw in _list(_mapping(joined.get("timeline")).get("events")):
+                if isinstance(raw, Mapping):
+                    state.apply(raw)
+            return 0
+        timeline = _mapping(joined.get("timeline"))
+        events = _list(timeline.get("events"))
+        gap: list[Any] = []
+        if timeline.get("limited") and since and isinstance(timeline.get("prev_batch"), str):
+            gap = await self._fetch_gap(room_id, str(timeline["prev_batch"]), since)
+        count = 0
+        # Gap events are older than the state block we just applied: dispatch, do not apply.
+        for raw, live in [*((g, False) for g in gap), *((e, True) for e in events)]:
+            if live and isinstance(raw, Mapping) and "state_key" in raw:
+                state.apply(raw)
+            event = parse_event(raw, room_id)
+            if event is None:
+                log.warning("unusable_event", room_id=room_id)
+                continue
+            await self.dispatch(event)
+            count += 1
+        return count
+
+    async def _fetch_gap(self, room_id: str, prev_batch: str, since: str) -> list[Any]:
+        """Events between our last checkpoint and the start of a truncated timeline."""
+        collected: list[Any] = []
+        token: str | None = prev_batch
+        while token and len(collected) < MAX_GAP_EVENTS:
+            try:
+                page = await self.hs.messages(room_id, token, direction="b", limit=100, end=since)
+            except (MatrixError, HomeserverUnavailable) as err:
+                log.warning("gap_fetch_failed", room_id=room_id, error=str(err))
+                break
+            chunk = _list(page.get("chunk"))
+            if not chunk:
+                break
+            collected.extend(chunk)
+            next_token = page.get("end")
+            token = next_token if isinstance(next_token, str) and next_token != token else None
+        collected.reverse()
+        log.info("gap_filled", room_id=room_id, events=len(collected))
+        return collected
+
+    async def dispatch(self, event: Event) -> None:
+        """Hand one event to the handlers; one that fails is logged, never fatal."""
+        self.events_handled += 1
+        if event.origin_server_ts:
+            self.last_event_ts = event.origin_server_ts
+        if event.sender == self.hs.user_id:
+            return
+        bound = log.bind(room_id=event.room_id, event_id=event.event_id, sender=event.sender)
+        try:
+            if event.type == "m.room.tombstone" and event.state_key == "":
+                await self._follow_upgrade(event)
+                return
+            if await self.commands.handle(event):
+                return
+            for hook in self.hooks:
+                await hook(event)
+        except Exception as err:
+            bound.exception("event_handler_failed", error=repr(err), type=event.type)
+
+    async def _follow_upgrade(self, event: Event) -> None:
+        """A protected (or the management) room was upgraded: protect its replacement."""
+        replacement = event.content.get("replacement_room")
+        if not isinstance(replacement, str) or not replacement.startswith("!"):
+            return
+        if not self._relevant(event.room_id) or not await self.moderation.mark_source(
+            _system_actor(event), "follow_upgrade"
+        ):
+            return
+        old = event.room_id
+        try:
+            await self._join(replacement)
+        except (MatrixError, HomeserverUnavailable) as err:
+            text = f"⚠️ {self.store.label(old)} was upgraded to {replacement}, but I could not join it: {err}"
+            await self.moderation.post(Message(text, html.escape(text)))
+            return
+        replaced: dict[str, str] = await self.ledger.get_json("replaced_rooms", {})
+        replaced[old] = replacement
+        await self.ledger.set_json("replaced_rooms", replaced)
+        if old == self.store.management_id:
+            self.store.management_id = replacement
+            await self.ledger.set_kv("management_room_override", replacement)
+        else:
+            self.store.unprotect(old)
+            self.store.protect(replacement)
+            extra: list[str] = await self.ledger.get_json("extra_protected_rooms", [])
+            if replacement not in extra:
+                extra.append(replacement)
+            await self.ledger.set_json("extra_protected_rooms", extra)
+        await self.ledger.audit(
+            actor=event.sender,
+            action="follow_upgrade",
+            outcome="done",
+            room=old,
+            detail={"replacement": replacement},
+            event_id=event.event_id,
+        )
+        text = f"Room {old} was upgraded; I now protect its replacement {replacement}."
+        await self.moderation.post(Message(text, html.escape(text)))
+
+    # -- status -----------------------------------------------------------------------------------
+
+    async def status_message(self) -> Message:
+        """``!mod status``: rooms, uptime, ledger counts, sync lag."""
+        counts = await self.ledger.counts()
+        uptime = int(time.time() - self.started_at)
+        lag = "never synced" if self.last_sync_at is None else f"{time.time() - self.last_sync_at:.1f}s since last sync"
+        rooms = [
+            f"{self.store.label(r)} ({r}): {len(self.store.room(r).members())} members" for r in self.store.protected
+        ]
+        lines = [
+            f"abusebot {__version__}, up {uptime // 3600}h{uptime % 3600 // 60:02d}m{uptime % 60:02d}s",
+            f"Sync: {lag}; {self.events_handled} events handled; rate-limited writes: {self.queue.rate_limited_count}",
+            f"Protected rooms ({len(rooms)}):",
+            *(f"  • {line}" for line in rooms),
+            "Ledger: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(counts.items())),
+        ]
+        lines.extend(self.status_lines())
+        plain = "\n".join(lines)
+        return Message(plain, "<br>".join(html.escape(line) for line in lines))
+
+    def status_lines(self) -> Sequence[str]:
+        """Extra status lines from plug-ins (protections, policy lists)."""
+        return []
+
+
+def _system_actor(event: Event) -> Any:
+    from abusebot.actions import Actor
+
+    return Actor(event.sender, "system", event.event_id)
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []

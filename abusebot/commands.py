@@ -1,0 +1,437 @@
+"""``!mod`` commands: one authorization checkpoint, then parsing, then the actions layer.
+
+The order matters and is pinned by tests: :func:`authorize` runs on every message that starts
+with the prefix *before* any parsing. Mjolnir's CVE-2025-24024 (commands accepted from any room)
+came from moving such a check; here it is one function, called from one place.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from html.parser import HTMLParser
+from typing import Any
+
+import attrs
+import structlog
+
+from abusebot.actions import Actor, Moderation, Outcome, Scope
+from abusebot.audit import Message, history_message
+from abusebot.durations import DurationError, looks_like_duration, parse_duration
+from abusebot.events import Event
+from abusebot.matrix import HomeserverUnavailable, MatrixError
+from abusebot.rooms import RoomStore
+from abusebot.safety import can_command
+
+log = structlog.get_logger("abusebot.commands")
+
+USER_ID = re.compile(r"@[^\s:]{1,255}:[A-Za-z0-9.\-\[\]:]{1,255}")
+# Room ids may lack a server part (room v12); aliases always have one.
+ROOM_REF = re.compile(r"![^\s:]{1,255}(?::[A-Za-z0-9.\-\[\]:]{1,255})?|#[^\s:]{1,255}:[A-Za-z0-9.\-\[\]:]{1,255}")
+MATRIX_TO = re.compile(r"^https://matrix\.to/#/(@[^?/]+)")
+MAX_REASON = 1000
+DEFAULT_REDACT_COUNT = 25
+MAX_REDACT_COUNT = 1000
+
+
+# -- the checkpoint ----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Authorized:
+    """A command the bot will obey, and the rooms it may touch."""
+
+    sender: str
+    scope: Scope
+    management: bool
+
+
+def authorize(event: Event, store: RoomStore, moderation: Moderation) -> Authorized | None:
+    """Who may command the bot, and where: the only authorization check, run before parsing.
+
+    * the management room: its moderators (power level ≥ the configured level), scope all rooms;
+    * a protected room: users whose power level there allows banning, scope that room only;
+    * anywhere else, or anyone else: ``None`` (never obeyed).
+    """
+    if event.sender == moderation.bot_user_id:
+        return None
+    staff = moderation.staff
+    if event.room_id == store.management_id:
+        if can_command(event.sender, store.room(event.room_id), staff, management=True):
+            return Authorized(event.sender, Scope.everywhere(store), management=True)
+        return None
+    if store.is_protected(event.room_id) and can_command(
+        event.sender, store.room(event.room_id), staff, management=False
+    ):
+        return Authorized(event.sender, Scope.room(event.room_id), management=False)
+    return None
+
+
+# -- text extraction ---------------------------------------------------------------------------
+
+
+class _PillText(HTMLParser):
+    """HTML to text, replacing user mention pills with their user id and dropping reply quotes."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._pill_depth = 0
+        self._reply_depth = 0
+
+    def handle_starttag(self, tag: str, attrs_: list[tuple[str, str | None]]) -> None:
+        if tag == "mx-reply":
+            self._reply_depth += 1
+        elif tag == "a" and not self._reply_depth:
+            href = dict(attrs_).get("href") or ""
+            match = MATRIX_TO.match(href)
+            if match:
+                from urllib.parse import unquote
+
+                self.parts.append(f" {unquote(match.group(1))} ")
+                self._pill_depth += 1
+        elif tag in ("br", "p", "div"):
+            self.parts.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "mx-reply" and self._reply_depth:
+            self._reply_depth -= 1
+        elif tag == "a" and self._pill_depth:
+            self._pill_depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._pill_depth and not self._reply_depth:
+            self.parts.append(data)
+
+
+def command_text(event: Event) -> str | None:
+    """The command as typed, with pills turned into user ids; ``None`` for non-text events."""
+    if event.type != "m.room.message" or event.msgtype not in ("m.text", "m.notice", None):
+        return None
+    if event.formatted_body and event.content.get("format") == "org.matrix.custom.html":
+        parser = _PillText()
+        try:
+            parser.feed(event.formatted_body)
+            parser.close()
+            return " ".join("".join(parser.parts).split())
+        except Exception:  # malformed HTML: fall back to the plain body
+            pass
+    if event.body is None:
+        return None
+    lines = [line for line in event.body.splitlines() if not line.startswith("> ")]
+    return " ".join(" ".join(lines).split())
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+class UsageError(Exception):
+    """The command was malformed; the reply shows the usage."""
+
+    def __init__(self, command: str, problem: str) -> None:
+        self.command = command
+        self.problem = problem
+        super().__init__(problem)
+
+
+@attrs.frozen
+class Spec:
+    """One command: its usage line, what it does, and whether protected-room admins may use it."""
+
+    usage: str
+    help: str
+    room_admins: bool = True
+
+
+SPECS: Mapping[str, Spec] = {
+    "help": Spec("help [command]", "List the commands, or explain one."),
+    "warn": Spec("warn <user> <reason…>", "Warn a user: recorded, and the user is told politely."),
+    "mute": Spec(
+        "mute <user> <duration> [reason…]",
+        "Mute a user (power level below events_default) for a duration like 30s, 10m, 2h, 7d, 4w.",
+    ),
+    "unmute": Spec("unmute <user> [reason…]", "Lift a user's mute, restoring their old power level."),
+    "kick": Spec("kick <user> [reason…]", "Remove a user from the rooms; they may rejoin."),
+    "ban": Spec("ban <user> [duration] [reason…]", "Ban a user; without a duration the ban is permanent."),
+    "unban": Spec("unban <user> [reason…]", "Lift a user's ban."),
+    "redact": Spec(
+        "redact <user> [count]", f"Remove the user's recent messages (default {DEFAULT_REDACT_COUNT} per room)."
+    ),
+    "note": Spec("note <user> <text…>", "Add a private note to a user's record.", room_admins=False),
+    "history": Spec("history <user>", "Show a user's infractions, newest first.", room_admins=False),
+    "pardon": Spec(
+        "pardon <infraction-id> [reason…]",
+        "Revoke an infraction; the record stays, marked pardoned.",
+        room_admins=False,
+    ),
+    "status": Spec("status", "Rooms, uptime, ledger counts and sync lag.", room_admins=False),
+}
+
+
+@attrs.frozen
+class Parsed:
+    """A parsed command."""
+
+    name: str
+    user: str | None = None
+    duration_s: int | None = None
+    count: int | None = None
+    infraction_id: int | None = None
+    reason: str = ""
+    room: str | None = None
+    topic: str | None = None
+
+
+def _take_room_flag(words: list[str], command: str) -> tuple[list[str], str | None]:
+    room = None
+    rest: list[str] = []
+    iterator = iter(words)
+    for word in iterator:
+        if word == "--room":
+            value = next(iterator, None)
+            if value is None or not ROOM_REF.fullmatch(value):
+                raise UsageError(command, "--room needs a room id (!id) or alias (#name:server)")
+            room = value
+        elif word.startswith("--room="):
+            room = word.split("=", 1)[1]
+            if not ROOM_REF.fullmatch(room):
+                raise UsageError(command, "--room needs a room id (!id) or alias (#name:server)")
+        else:
+            rest.append(word)
+    return rest, room
+
+
+def _user(words: list[str], command: str) -> str:
+    if not words:
+        raise UsageError(command, "which user? Write @user:server or mention them.")
+    if not USER_ID.fullmatch(words[0]):
+        raise UsageError(command, f"{words[0]!r} is not a user id (write @user:server or mention them)")
+    return words[0]
+
+
+def _reason(words: list[str]) -> str:
+    text = " ".join(words).strip()
+    return text[:MAX_REASON]
+
+
+def parse_command(text: str, prefix: str = "!mod") -> Parsed:
+    """Parse ``text`` (which starts with ``prefix``) or raise :class:`UsageError`."""
+    words = text.split()
+    if not words or words[0].lower() != prefix.lower():
+        raise UsageError("help", f"commands start with {prefix}")
+    if len(words) == 1:
+        return Parsed("help")
+    name = words[1].lower()
+    if name not in SPECS:
+        raise UsageError("help", f"unknown command {words[1][:40]!r}")
+    args, room = _take_room_flag(words[2:], name)
+
+    if name == "help":
+        return Parsed(name, topic=args[0].lower() if args else None)
+    if name == "status":
+        return Parsed(name, room=room)
+    if name == "pardon":
+        if not args:
+            raise UsageError(name, "which infraction? Give its id, e.g. 12 or #12.")
+        raw = args[0].lstrip("#")
+        if not raw.isdigit() or len(raw) > 18:
+            raise UsageError(name, f"{args[0]!r} is not an infraction id")
+        return Parsed(name, infraction_id=int(raw), reason=_reason(args[1:]), room=room)
+
+    user = _user(args, name)
+    rest = args[1:]
+    if name in ("warn", "note"):
+        if not rest:
+            raise UsageError(name, "a reason is required" if name == "warn" else "what should the note say?")
+        return Parsed(name, user=user, reason=_reason(rest), room=room)
+    if name == "mute":
+        if not rest:
+            raise UsageError(name, "how long? e.g. 30m, 2h, 7d")
+        try:
+            duration = parse_duration(rest[0])
+        except DurationError as err:
+            raise UsageError(name, str(err)) from err
+        return Parsed(name, user=user, duration_s=duration, reason=_reason(rest[1:]), room=room)
+    if name == "ban":
+        duration = None
+        if rest and looks_like_duration(rest[0]):
+            try:
+                duration = parse_duration(rest[0])
+            except DurationError as err:
+                raise UsageError(name, str(err)) from err
+            rest = rest[1:]
+        return Parsed(name, user=user, duration_s=duration, reason=_reason(rest), room=room)
+    if name == "redact":
+        count = DEFAULT_REDACT_COUNT
+        if rest:
+            if not rest[0].isdigit() or not 1 <= int(rest[0][:6]) <= MAX_REDACT_COUNT:
+                raise UsageError(name, f"count must be a number from 1 to {MAX_REDACT_COUNT}")
+            count = int(rest[0])
+            if len(rest) > 1:
+                raise UsageError(name, "redact takes only a user and a count")
+        return Parsed(name, user=user, count=count, room=room)
+    # unmute, kick, unban, history
+    return Parsed(name, user=user, reason=_reason(rest), room=room)
+
+
+def help_message(prefix: str, topic: str | None) -> Message:
+    """The help text: all commands, or one."""
+    if topic and topic in SPECS:
+        spec = SPECS[topic]
+        plain = f"{prefix} {spec.usage}\n{spec.help}"
+        if topic not in ("help", "status", "history", "note", "pardon"):
+            plain += "\nBy default this acts in all protected rooms; add --room ROOM to narrow it."
+        return Message(plain, "<br>".join(html.escape(line) for line in plain.splitlines()))
+    lines = [f"{prefix} {spec.usage} — {spec.help}" for spec in SPECS.values()]
+    head = "Commands (users as @user:server or a mention; durations like 30s, 10m, 2h, 7d, 4w):"
+    plain = "\n".join([head, *lines])
+    items = "".join(
+        f"<li><code>{html.escape(prefix + ' ' + s.usage)}</code> — {html.escape(s.help)}</li>" for s in SPECS.values()
+    )
+    return Message(plain, f"<p>{html.escape(head)}</p><ul>{items}</ul>")
+
+
+def usage_message(prefix: str, err: UsageError) -> Message:
+    """A clear error with the usage line."""
+    spec = SPECS.get(err.command, SPECS["help"])
+    plain = f"⚠️ {err.problem}\nUsage: {prefix} {spec.usage}"
+    if err.command == "help":
+        plain += f"\nSay '{prefix} help' for the list of commands."
+    return Message(plain, "<br>".join(html.escape(line) for line in plain.splitlines()))
+
+
+# -- dispatch ----------------------------------------------------------------------------------
+
+StatusProvider = Callable[[], Awaitable[Message]]
+
+
+class CommandHandler:
+    """Turns authorized command events into actions and replies."""
+
+    def __init__(self, moderation: Moderation, store: RoomStore, prefix: str, status: StatusProvider) -> None:
+        self.moderation = moderation
+        self.store = store
+        self.prefix = prefix
+        self.status = status
+
+    def is_command(self, event: Event) -> str | None:
+        """The command text when ``event`` addresses the bot, else ``None``."""
+        if event.type != "m.room.message":
+            return None
+        text = command_text(event)
+        if text is None:
+            return None
+        first = text.split(maxsplit=1)[0].lower() if text.strip() else ""
+        return text if first == self.prefix.lower() else None
+
+    async def handle(self, event: Event) -> bool:
+        """Handle one event; True when it was a command (obeyed or ignored)."""
+        text = self.is_command(event)
+        if text is None:
+            return False
+        auth = authorize(event, self.store, self.moderation)  # before any parsing
+        if auth is None:
+            await self.moderation.ledger.audit(
+                actor=event.sender,
+                action="command",
+                outcome="ignored",
+                room=event.room_id,
+                reason="sender may not command the bot here",
+                event_id=event.event_id,
+                detail={"text": text[:200]},
+            )
+            log.info("command_ignored", sender=event.sender, room_id=event.room_id, event_id=event.event_id)
+            return True
+        actor = Actor(auth.sender, "command", event.event_id)
+        if not await self.moderation.mark_source(actor, "command"):
+            log.info("command_replayed", event_id=event.event_id)
+            return True
+        try:
+            parsed = parse_command(text, self.prefix)
+            reply = await self._run(parsed, auth, actor)
+        except UsageError as err:
+            reply = usage_message(self.prefix, err)
+        except (MatrixError, HomeserverUnavailable) as err:
+            reply = Message(f"⚠️ The homeserver refused: {err}", html.escape(f"⚠️ The homeserver refused: {err}"))
+        except Exception as err:
+            log.exception("command_crashed", event_id=event.event_id)
+            text_ = f"⚠️ Something went wrong handling that command ({type(err).__name__}); it is logged."
+            reply = Message(text_, html.escape(text_))
+        await self.reply(event, reply)
+        log.info(
+            "command",
+            sender=event.sender,
+            room_id=event.room_id,
+            event_id=event.event_id,
+            command=text.split()[1] if len(text.split()) > 1 else "help",
+        )
+        return True
+
+    async def reply(self, event: Event, message: Message) -> None:
+        """Reply to the command event (as a rich reply)."""
+        content: dict[str, Any] = message.content()
+        content["m.relates_to"] = {"m.in_reply_to": {"event_id": event.event_id}}
+        try:
+            await self.moderation.api.send(event.room_id, content)
+        except (MatrixError, HomeserverUnavailable) as err:
+            log.error("reply_failed", event_id=event.event_id, error=str(err))
+
+    async def _scope(self, parsed: Parsed, auth: Authorized) -> Scope:
+        if parsed.room is None:
+            return auth.scope
+        room_id = parsed.room
+        if room_id.startswith("#"):
+            try:
+                room_id = await self.moderation.api.hs.resolve_alias(room_id)
+            except (MatrixError, HomeserverUnavailable) as err:
+                raise UsageError(parsed.name, f"cannot resolve {parsed.room}: {err}") from err
+        if room_id not in auth.scope.rooms:
+            raise UsageError(parsed.name, f"{parsed.room} is not a protected room you may act in")
+        return Scope.room(room_id)
+
+    async def _run(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
+        m = self.moderation
+        if parsed.name == "help":
+            return help_message(self.prefix, parsed.topic)
+        if not auth.management and not SPECS[parsed.name].room_admins:
+            text = f"{self.prefix} {parsed.name} is only available in the management room."
+            return Message(text, html.escape(text))
+        if parsed.name == "status":
+            return await self.status()
+        if parsed.name == "history":
+            assert parsed.user is not None
+            infractions = await m.ledger.history(parsed.user, limit=25)
+            return history_message(parsed.user, infractions, await m.ledger.count_for(parsed.user))
+        if parsed.name == "pardon":
+            assert parsed.infraction_id is not None
+            return _reply(await m.pardon(parsed.infraction_id, parsed.reason or "pardoned", actor))
+        if parsed.name == "note":
+            assert parsed.user is not None
+            return _reply(await m.note(parsed.user, parsed.reason, actor))
+
+        scope = await self._scope(parsed, auth)
+        user = parsed.user
+        assert user is not None
+        reason = parsed.reason
+        if parsed.name == "warn":
+            outcome = await m.warn(user, reason, actor, scope)
+        elif parsed.name == "mute":
+            outcome = await m.mute(user, reason or "no reason given", actor, scope, duration_s=parsed.duration_s)
+        elif parsed.name == "unmute":
+            outcome = await m.unmute(user, reason or "unmuted by a moderator", actor, scope)
+        elif parsed.name == "kick":
+            outcome = await m.kick(user, reason or "no reason given", actor, scope)
+        elif parsed.name == "ban":
+            outcome = await m.ban(user, reason or "no reason given", actor, scope, duration_s=parsed.duration_s)
+        elif parsed.name == "unban":
+            outcome = await m.unban(user, reason or "unbanned by a moderator", actor, scope)
+        else:  # redact
+            outcome = await m.redact(user, parsed.count or DEFAULT_REDACT_COUNT, "removed by a moderator", actor, scope)
+        return _reply(outcome)
+
+
+def _reply(outcome: Outcome) -> Message:
+    mark = "✅" if outcome.ok else ("⛔" if outcome.refused else "⚠️")
+    text = f"{mark} {outcome.summary}"
+    return Message(text, html.escape(text))

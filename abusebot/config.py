@@ -1,0 +1,267 @@
+"""Configuration: YAML loaded into frozen attrs classes and validated before anything starts.
+
+Every error names the key path (``protected_rooms[1]``) and what was expected, so the CLI can
+print one line and exit with status 2. The ``protections``, ``rooms`` and ``policy_lists``
+sections are read here as plain mappings and validated by their own subsystems.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+    def __init__(self, path: str, expected: str, got: object = None, *, missing: bool = False) -> None:
+        self.path = path
+        self.expected = expected
+        if missing:
+            message = f"{path}: missing; expected {expected}"
+        else:
+            shown = repr(got)
+            if len(shown) > 60:
+                shown = shown[:57] + "..."
+            message = f"{path}: expected {expected}, got {shown}"
+        super().__init__(message)
+
+
+@attrs.frozen
+class LoggingConfig:
+    """How the bot logs: ``console`` for people, ``json`` for log collectors."""
+
+    format: str = "console"
+    level: str = "info"
+
+
+@attrs.frozen
+class Config:
+    """The whole validated configuration."""
+
+    homeserver: str
+    user_id: str
+    data_dir: Path
+    management_room: str
+    protected_rooms: tuple[str, ...]
+    password: str | None = None
+    access_token: str | None = None
+    device_name: str = "abusebot"
+    moderator_power_level: int = 50
+    command_prefix: str = "!mod"
+    rules_url: str | None = None
+    notify_users: bool = True
+    sync_timeout_ms: int = 30000
+    expiry_alert_after: int = 3
+    logging: LoggingConfig = LoggingConfig()
+    protections: Mapping[str, Any] = attrs.field(factory=dict)
+    rooms: Mapping[str, Any] = attrs.field(factory=dict)
+    policy_lists: Mapping[str, Any] = attrs.field(factory=dict)
+    source: Path | None = None
+
+    @property
+    def ledger_path(self) -> Path:
+        """The SQLite ledger inside ``data_dir``."""
+        return self.data_dir / "ledger.sqlite3"
+
+
+# -- field readers ------------------------------------------------------------------------------
+
+
+def _require(data: Mapping[str, Any], key: str, expected: str) -> Any:
+    if key not in data or data[key] is None:
+        raise ConfigError(key, expected, missing=True)
+    return data[key]
+
+
+def _string(value: Any, path: str, expected: str = "a string") -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(path, expected, value)
+    return value.strip()
+
+
+def _integer(value: Any, path: str, low: int, high: int) -> int:
+    # bool is an int subclass in Python; `true` for a power level is a mistake, not a 1.
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(path, f"an integer from {low} to {high}", value)
+    return value
+
+
+def _boolean(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(path, "true or false", value)
+    return value
+
+
+def _room(value: Any, path: str) -> str:
+    expected = "a room id (!id or !id:server) or alias (#name:server)"
+    text = _string(value, path, expected)
+    # Room v12 ids are "!" + a hash, with no server part; aliases always name their server.
+    valid_id = text.startswith("!") and len(text) > 1 and " " not in text
+    valid_alias = text.startswith("#") and ":" in text and " " not in text
+    if not (valid_id or valid_alias):
+        raise ConfigError(path, expected, value)
+    return text
+
+
+def _mapping(value: Any, path: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(path, "a mapping of keys to values", value)
+    for key in value:
+        if not isinstance(key, str):
+            raise ConfigError(f"{path}.{key}", "string keys", key)
+    return value
+
+
+def _optional(data: Mapping[str, Any], key: str, reader: Callable[[Any, str], T], default: T) -> T:
+    value = data.get(key)
+    return default if value is None else reader(value, key)
+
+
+def _secret(data: Mapping[str, Any], key: str, base: Path) -> str | None:
+    """Read a secret from the key itself, ``<key>_file``, or ``ABUSEBOT_<KEY>`` / ``ABUSEBOT_<KEY>_FILE``."""
+    if data.get(key) is not None:
+        return _string(data[key], key)
+    env = os.environ.get(f"ABUSEBOT_{key.upper()}")
+    if env:
+        return env.strip()
+    file_value = data.get(f"{key}_file") or os.environ.get(f"ABUSEBOT_{key.upper()}_FILE")
+    if file_value is None:
+        return None
+    file_path = Path(_string(file_value, f"{key}_file", "a path to a file holding the secret"))
+    if not file_path.is_absolute():
+        file_path = base / file_path
+    try:
+        secret = file_path.read_text().strip()
+    except OSError as err:
+        raise ConfigError(f"{key}_file", "a readable file", str(file_path)) from err
+    if not secret:
+        raise ConfigError(f"{key}_file", "a file that is not empty", str(file_path))
+    return secret
+
+
+_KNOWN_KEYS = frozenset(
+    {
+        "homeserver",
+        "user_id",
+        "password",
+        "password_file",
+        "access_token",
+        "access_token_file",
+        "device_name",
+        "data_dir",
+        "management_room",
+        "protected_rooms",
+        "moderator_power_level",
+        "command_prefix",
+        "rules_url",
+        "notify_users",
+        "sync_timeout_ms",
+        "expiry_alert_after",
+        "logging",
+        "protections",
+        "rooms",
+        "policy_lists",
+    }
+)
+
+
+def _logging(value: Any, path: str) -> LoggingConfig:
+    section = _mapping(value, path)
+    for key in section:
+        if key not in ("format", "level"):
+            raise ConfigError(f"{path}.{key}", "one of the known keys: format, level", key)
+    fmt = section.get("format", "console")
+    if fmt not in ("console", "json"):
+        raise ConfigError(f"{path}.format", "console or json", fmt)
+    level = section.get("level", "info")
+    if level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"{path}.level", "debug, info, warning or error", level)
+    return LoggingConfig(format=fmt, level=level)
+
+
+def parse_config(data: Any, base: Path | None = None, source: Path | None = None) -> Config:
+    """Validate a parsed YAML document and build a :class:`Config`; raise :class:`ConfigError`."""
+    base = base or Path.cwd()
+    if not isinstance(data, Mapping):
+        raise ConfigError("(top level)", "a mapping of keys to values", data)
+    for key in data:
+        if key not in _KNOWN_KEYS:
+            raise ConfigError(str(key), "one of the known keys (see config.sample.yaml)", key)
+
+    homeserver = _string(_require(data, "homeserver", "a URL"), "homeserver", "a URL")
+    if not homeserver.startswith(("http://", "https://")):
+        raise ConfigError("homeserver", "a URL starting with http:// or https://", homeserver)
+    user_id = _string(_require(data, "user_id", "a user id"), "user_id", "a user id (@name:server)")
+    if not user_id.startswith("@") or ":" not in user_id:
+        raise ConfigError("user_id", "a user id (@name:server)", user_id)
+
+    password = _secret(data, "password", base)
+    access_token = _secret(data, "access_token", base)
+    if password is None and access_token is None:
+        raise ConfigError(
+            "password",
+            "a password or access_token (in the file, in *_file, or in ABUSEBOT_PASSWORD / ABUSEBOT_ACCESS_TOKEN)",
+            missing=True,
+        )
+
+    data_dir_text = _string(_require(data, "data_dir", "a directory path"), "data_dir", "a directory path")
+    data_dir = Path(data_dir_text)
+    if not data_dir.is_absolute():
+        data_dir = base / data_dir
+
+    management_room = _room(_require(data, "management_room", "a room id or alias"), "management_room")
+    rooms_value = _require(data, "protected_rooms", "a list of room ids or aliases")
+    if not isinstance(rooms_value, list):
+        raise ConfigError("protected_rooms", "a list of room ids or aliases", rooms_value)
+    protected = tuple(_room(room, f"protected_rooms[{i}]") for i, room in enumerate(rooms_value))
+    if management_room in protected:
+        raise ConfigError("protected_rooms", "rooms other than the management room", management_room)
+
+    prefix = _optional(data, "command_prefix", _string, "!mod")
+    rules_url = _optional(data, "rules_url", _string, None)
+
+    return Config(
+        homeserver=homeserver.rstrip("/"),
+        user_id=user_id,
+        password=password,
+        access_token=access_token,
+        device_name=_optional(data, "device_name", _string, "abusebot"),
+        data_dir=data_dir,
+        management_room=management_room,
+        protected_rooms=protected,
+        moderator_power_level=_optional(data, "moderator_power_level", lambda v, p: _integer(v, p, 1, 2**53 - 1), 50),
+        command_prefix=prefix,
+        rules_url=rules_url,
+        notify_users=_optional(data, "notify_users", _boolean, True),
+        sync_timeout_ms=_optional(data, "sync_timeout_ms", lambda v, p: _integer(v, p, 1000, 120000), 30000),
+        expiry_alert_after=_optional(data, "expiry_alert_after", lambda v, p: _integer(v, p, 1, 100), 3),
+        logging=_optional(data, "logging", _logging, LoggingConfig()),
+        protections=_optional(data, "protections", _mapping, {}),
+        rooms=_optional(data, "rooms", _mapping, {}),
+        policy_lists=_optional(data, "policy_lists", _mapping, {}),
+        source=source,
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the YAML file at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError("(file)", f"a readable YAML file at {path}", str(err)) from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "(file)"
+        raise ConfigError(where, "valid YAML", getattr(err, "problem", str(err))) from err
+    return parse_config(data, base=path.resolve().parent, source=path)

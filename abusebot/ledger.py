@@ -1,0 +1,594 @@
+"""The infraction ledger: one SQLite file (WAL) that is the bot's memory and its record.
+
+What it guarantees:
+
+* Moderation logs are never removed. The ``audit`` table is append-only and SQLite itself
+  refuses UPDATE and DELETE on it (triggers). Infractions cannot be deleted, and the fields
+  that say who did what to whom (subject, kind, scope, actor, origin, reason, created_at)
+  cannot be changed; only ``state``, ``expires_at`` and ``undo`` move, always with an audit row.
+* The sync checkpoint lives here too, so it is committed together with what the bot recorded
+  (see :meth:`Ledger.commit_checkpoint`). ``processed`` keys work by ``(event_id, action)`` so
+  replaying a batch after a crash is harmless.
+* Every write is its own committed transaction in WAL mode with ``synchronous=FULL``: a commit
+  that returned survives ``kill -9`` and power loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import attrs
+
+KINDS = ("note", "warning", "mute", "kick", "ban")
+STATES = ("pending", "active", "expired", "lifted", "pardoned", "failed")
+ORIGINS = ("command", "protection", "policy_list", "system")
+#: Scope value meaning "all protected rooms".
+ALL_ROOMS = "*"
+
+
+def now_ms() -> int:
+    """Wall-clock time in milliseconds, the ledger's unit."""
+    return int(time.time() * 1000)
+
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the initial schema.
+    """
+    CREATE TABLE kv (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+
+    CREATE TABLE infractions (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        subject       TEXT NOT NULL,
+        kind          TEXT NOT NULL CHECK (kind IN ('note','warning','mute','kick','ban')),
+        scope         TEXT NOT NULL,
+        reason        TEXT NOT NULL DEFAULT '',
+        rule          TEXT,
+        actor         TEXT NOT NULL,
+        origin        TEXT NOT NULL CHECK (origin IN ('command','protection','policy_list','system')),
+        created_at    INTEGER NOT NULL,
+        expires_at    INTEGER,
+        state         TEXT NOT NULL
+                      CHECK (state IN ('pending','active','expired','lifted','pardoned','failed')),
+        undo          TEXT NOT NULL DEFAULT '{}',
+        level         INTEGER,
+        source_event  TEXT,
+        updated_at    INTEGER NOT NULL
+    );
+    CREATE INDEX infractions_by_subject ON infractions (subject, id DESC);
+    CREATE INDEX infractions_by_state ON infractions (state, kind);
+
+    CREATE TRIGGER infractions_never_deleted BEFORE DELETE ON infractions
+    BEGIN SELECT RAISE(ABORT, 'infractions are never deleted'); END;
+
+    CREATE TRIGGER infractions_identity_frozen
+    BEFORE UPDATE OF id, subject, kind, scope, reason, rule, actor, origin, created_at, source_event
+    ON infractions
+    BEGIN SELECT RAISE(ABORT, 'an infraction''s identity fields cannot change'); END;
+
+    CREATE TABLE audit (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        at             INTEGER NOT NULL,
+        actor          TEXT NOT NULL,
+        action         TEXT NOT NULL,
+        subject        TEXT,
+        room           TEXT,
+        infraction_id  INTEGER REFERENCES infractions (id),
+        outcome        TEXT NOT NULL
+                       CHECK (outcome IN ('requested','done','refused','failed','ignored')),
+        reason         TEXT,
+        detail         TEXT NOT NULL DEFAULT '{}',
+        event_id       TEXT
+    );
+    CREATE INDEX audit_by_infraction ON audit (infraction_id);
+
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+
+    CREATE TABLE processed (
+        event_id  TEXT NOT NULL,
+        action    TEXT NOT NULL,
+        at        INTEGER NOT NULL,
+        PRIMARY KEY (event_id, action)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE jobs (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        infraction_id    INTEGER NOT NULL REFERENCES infractions (id),
+        kind             TEXT NOT NULL CHECK (kind IN ('lift')),
+        due_at           INTEGER NOT NULL,
+        next_attempt_at  INTEGER NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        state            TEXT NOT NULL CHECK (state IN ('pending','done','cancelled')),
+        last_error       TEXT,
+        alerted          INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX jobs_one_live ON jobs (infraction_id, kind) WHERE state = 'pending';
+    CREATE INDEX jobs_by_time ON jobs (state, next_attempt_at);
+    """,
+)
+
+
+class LedgerError(Exception):
+    """The ledger refused an operation (unknown infraction, bad state change)."""
+
+
+@attrs.frozen
+class Infraction:
+    """One row of the ``infractions`` table."""
+
+    id: int
+    subject: str
+    kind: str
+    scope: str
+    reason: str
+    rule: str | None
+    actor: str
+    origin: str
+    created_at: int
+    expires_at: int | None
+    state: str
+    undo: Mapping[str, Any]
+    level: int | None
+    source_event: str | None
+    updated_at: int
+
+    @property
+    def permanent(self) -> bool:
+        """True when nothing will lift this sanction on its own."""
+        return self.expires_at is None
+
+
+@attrs.frozen
+class Job:
+    """A scheduled lift of a temporary sanction."""
+
+    id: int
+    infraction_id: int
+    due_at: int
+    next_attempt_at: int
+    attempts: int
+    alerted: bool
+
+
+_INFRACTION_COLUMNS = (
+    "id, subject, kind, scope, reason, rule, actor, origin, created_at, expires_at, state, undo, "
+    "level, source_event, updated_at"
+)
+
+
+def _infraction(row: Iterable[Any]) -> Infraction:
+    values = list(row)
+    values[11] = json.loads(values[11] or "{}")
+    return Infraction(*values)
+
+
+class Ledger:
+    """Async access to the ledger. One connection; writes are serialised by a lock."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: str | Path) -> Ledger:
+        """Open (creating if needed) the ledger and apply pending migrations."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(str(path), isolation_level=None)
+        await db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a transaction that returned is on disk even if the machine loses power.
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.execute("PRAGMA foreign_keys=ON")
+        await db.execute("PRAGMA busy_timeout=5000")
+        ledger = cls(db, path)
+        await ledger._migrate()
+        return ledger
+
+    async def close(self) -> None:
+        """Close the connection (everything is already committed)."""
+        await self._db.close()
+
+    async def _migrate(self) -> None:
+        async with self._db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        if version > len(MIGRATIONS):
+            raise LedgerError(f"ledger schema version {version} is newer than this abusebot ({len(MIGRATIONS)})")
+        for number in range(version, len(MIGRATIONS)):
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _split_sql(MIGRATIONS[number]):
+                    await self._db.execute(statement)
+                await self._db.execute(f"PRAGMA user_version = {number + 1}")
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+
+    @property
+    def schema_version(self) -> int:
+        """The newest schema version this code knows."""
+        return len(MIGRATIONS)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction; commits on success, rolls back on any error."""
+        async with self._lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            else:
+                await self._db.execute("COMMIT")
+
+    # -- key/value ------------------------------------------------------------------------------
+
+    async def get_kv(self, key: str) -> str | None:
+        """A stored value (sync token, device id, ...), or ``None``."""
+        async with self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else str(row[0])
+
+    async def set_kv(self, key: str, value: str) -> None:
+        """Store a value, replacing the old one."""
+        async with self.transaction() as db:
+            await _put_kv(db, key, value)
+
+    async def get_json(self, key: str, default: Any) -> Any:
+        """A stored JSON value, or ``default``."""
+        value = await self.get_kv(key)
+        return default if value is None else json.loads(value)
+
+    async def set_json(self, key: str, value: Any) -> None:
+        """Store a JSON value."""
+        await self.set_kv(key, json.dumps(value, sort_keys=True))
+
+    # -- sync checkpoint and replay protection ----------------------------------------------------
+
+    async def commit_checkpoint(self, token: str, processed: Iterable[tuple[str, str]] = ()) -> None:
+        """Record that a sync batch is fully handled: its token and its processed keys, atomically."""
+        async with self.transaction() as db:
+            await db.executemany(
+                "INSERT OR IGNORE INTO processed (event_id, action, at) VALUES (?, ?, ?)",
+                [(event_id, action, now_ms()) for event_id, action in processed],
+            )
+            await _put_kv(db, "sync_token", token)
+
+    async def is_processed(self, event_id: str, action: str) -> bool:
+        """True when ``action`` already ran for ``event_id`` (a replayed batch)."""
+        async with self._db.execute(
+            "SELECT 1 FROM processed WHERE event_id = ? AND action = ?", (event_id, action)
+        ) as cur:
+            return await cur.fetchone() is not None
+
+    async def mark_processed(self, event_id: str, action: str) -> bool:
+        """Claim ``(event_id, action)``; False when it was already claimed."""
+        async with self.transaction() as db:
+            cur = await db.execute(
+                "INSERT OR IGNORE INTO processed (event_id, action, at) VALUES (?, ?, ?)",
+                (event_id, action, now_ms()),
+            )
+            return cur.rowcount == 1
+
+    # -- infractions ----------------------------------------------------------------------------
+
+    async def add_infraction(
+        self,
+        *,
+        subject: str,
+        kind: str,
+        scope: str,
+        reason: str,
+        actor: str,
+        origin: str,
+        state: str = "pending",
+        expires_at: int | None = None,
+        rule: str | None = None,
+        level: int | None = None,
+        source_event: str | None = None,
+        undo: Mapping[str, Any] | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> Infraction:
+        """Record a new infraction and its ``requested`` audit row in one transaction."""
+        if kind not in KINDS:
+            raise LedgerError(f"unknown infraction kind {kind!r}")
+        at = now_ms()
+        async with self.transaction() as db:
+            cur = await db.execute(
+                "INSERT INTO infractions (subject, kind, scope, reason, rule, actor, origin, created_at,"
+                " expires_at, state, undo, level, source_event, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    subject,
+                    kind,
+                    scope,
+                    reason,
+                    rule,
+                    actor,
+                    origin,
+                    at,
+                    expires_at,
+                    state,
+                    json.dumps(dict(undo or {})),
+                    level,
+                    source_event,
+                    at,
+                ),
+            )
+            infraction_id = cur.lastrowid
+            await _insert_audit(
+                db,
+                actor=actor,
+                action=kind,
+                subject=subject,
+                room=scope,
+                infraction_id=infraction_id,
+                outcome="requested" if state == "pending" else "done",
+                reason=reason,
+                detail=dict(detail or {}, expires_at=expires_at, level=level),
+                event_id=source_event,
+            )
+        infraction = await self.get_infraction(int(infraction_id or 0))
+        assert infraction is not None
+        return infraction
+
+    async def update_infraction(
+        self,
+        infraction_id: int,
+        *,
+        state: str,
+        actor: str,
+        reason: str | None = None,
+        undo: Mapping[str, Any] | None = None,
+        expires_at: int | None = None,
+        schedule_lift: bool = False,
+        cancel_jobs: bool = False,
+        detail: Mapping[str, Any] | None = None,
+    ) -> Infraction:
+        """Move an infraction to ``state`` (with an audit row, and optionally its lift job)."""
+        if state not in STATES:
+            raise LedgerError(f"unknown state {state!r}")
+        current = await self.get_infraction(infraction_id)
+        if current is None:
+            raise LedgerError(f"no infraction #{infraction_id}")
+        at = now_ms()
+        new_expiry = current.expires_at if expires_at is None else expires_at
+        async with self.transaction() as db:
+            await db.execute(
+                "UPDATE infractions SET state = ?, undo = ?, expires_at = ?, updated_at = ? WHERE id = ?",
+                (
+                    state,
+                    json.dumps(dict(current.undo if undo is None else undo)),
+                    new_expiry,
+                    at,
+                    infraction_id,
+                ),
+            )
+            if schedule_lift and new_expiry is not None:
+                await db.execute(
+                    "INSERT OR IGNORE INTO jobs (infraction_id, kind, due_at, next_attempt_at, state)"
+                    " VALUES (?, 'lift', ?, ?, 'pending')",
+                    (infraction_id, new_expiry, new_expiry),
+                )
+            if cancel_jobs:
+                await db.execute(
+                    "UPDATE jobs SET state = 'cancelled' WHERE infraction_id = ? AND state = 'pending'",
+                    (infraction_id,),
+                )
+            await _insert_audit(
+                db,
+                actor=actor,
+                action=f"{current.kind}:{state}",
+                subject=current.subject,
+                room=current.scope,
+                infraction_id=infraction_id,
+                outcome="failed" if state == "failed" else "done",
+                reason=reason,
+                detail=dict(detail or {}, previous_state=current.state),
+            )
+        updated = await self.get_infraction(infraction_id)
+        assert updated is not None
+        return updated
+
+    async def get_infraction(self, infraction_id: int) -> Infraction | None:
+        """One infraction by id."""
+        async with self._db.execute(
+            f"SELECT {_INFRACTION_COLUMNS} FROM infractions WHERE id = ?", (infraction_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _infraction(row)
+
+    async def history(self, subject: str, limit: int = 20) -> list[Infraction]:
+        """The subject's infractions, newest first."""
+        async with self._db.execute(
+            f"SELECT {_INFRACTION_COLUMNS} FROM infractions WHERE subject = ? ORDER BY id DESC LIMIT ?",
+            (subject, limit),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_infraction(row) for row in rows]
+
+    async def count_for(self, subject: str) -> int:
+        """How many infractions the subject has in all."""
+        async with self._db.execute("SELECT COUNT(*) FROM infractions WHERE subject = ?", (subject,)) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def active(self, subject: str, kind: str | None = None) -> list[Infraction]:
+        """The subject's infractions in state ``active`` (optionally of one kind), newest first."""
+        query = f"SELECT {_INFRACTION_COLUMNS} FROM infractions WHERE subject = ? AND state = 'active'"
+        args: list[Any] = [subject]
+        if kind is not None:
+            query += " AND kind = ?"
+            args.append(kind)
+        async with self._db.execute(query + " ORDER BY id DESC", args) as cur:
+            rows = await cur.fetchall()
+        return [_infraction(row) for row in rows]
+
+    async def counts(self) -> dict[str, int]:
+        """Counts for ``!mod status``: infractions by state, audit rows, pending lifts."""
+        result: dict[str, int] = {}
+        async with self._db.execute("SELECT state, COUNT(*) FROM infractions GROUP BY state") as cur:
+            for state, count in await cur.fetchall():
+                result[f"infractions_{state}"] = int(count)
+        async with self._db.execute("SELECT COUNT(*) FROM audit") as cur:
+            row = await cur.fetchone()
+            result["audit_rows"] = int(row[0]) if row else 0
+        async with self._db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'pending'") as cur:
+            row = await cur.fetchone()
+            result["pending_lifts"] = int(row[0]) if row else 0
+        return result
+
+    # -- audit ----------------------------------------------------------------------------------
+
+    async def audit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        outcome: str,
+        subject: str | None = None,
+        room: str | None = None,
+        infraction_id: int | None = None,
+        reason: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+        event_id: str | None = None,
+    ) -> int:
+        """Append one audit row (an action taken, refused, failed, or a command ignored)."""
+        async with self.transaction() as db:
+            return await _insert_audit(
+                db,
+                actor=actor,
+                action=action,
+                subject=subject,
+                room=room,
+                infraction_id=infraction_id,
+                outcome=outcome,
+                reason=reason,
+                detail=detail or {},
+                event_id=event_id,
+            )
+
+    async def audit_rows(self, infraction_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Audit rows, newest first (all, or those of one infraction)."""
+        query = "SELECT id, at, actor, action, subject, room, infraction_id, outcome, reason, detail, event_id"
+        query += " FROM audit"
+        args: list[Any] = []
+        if infraction_id is not None:
+            query += " WHERE infraction_id = ?"
+            args.append(infraction_id)
+        query += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        async with self._db.execute(query, args) as cur:
+            names = [column[0] for column in cur.description]
+            rows = await cur.fetchall()
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    # -- scheduled lifts --------------------------------------------------------------------------
+
+    async def next_job_time(self) -> int | None:
+        """When the earliest pending lift is due (ms), or ``None``."""
+        async with self._db.execute("SELECT MIN(next_attempt_at) FROM jobs WHERE state = 'pending'") as cur:
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    async def due_jobs(self, at: int, limit: int = 100) -> list[Job]:
+        """Pending lifts whose next attempt time has come, oldest first."""
+        async with self._db.execute(
+            "SELECT id, infraction_id, due_at, next_attempt_at, attempts, alerted FROM jobs"
+            " WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
+            (at, limit),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [Job(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
+
+    async def finish_job(self, job_id: int) -> None:
+        """Mark a lift as done."""
+        async with self.transaction() as db:
+            await db.execute("UPDATE jobs SET state = 'done' WHERE id = ?", (job_id,))
+
+    async def retry_job(self, job_id: int, next_attempt_at: int, error: str, alerted: bool) -> None:
+        """Record a failed attempt and when to try again."""
+        async with self.transaction() as db:
+            await db.execute(
+                "UPDATE jobs SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?,"
+                " alerted = ? WHERE id = ?",
+                (next_attempt_at, error[:500], int(alerted), job_id),
+            )
+
+
+async def _put_kv(db: aiosqlite.Connection, key: str, value: str) -> None:
+    await db.execute(
+        "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+
+
+async def _insert_audit(
+    db: aiosqlite.Connection,
+    *,
+    actor: str,
+    action: str,
+    subject: str | None,
+    room: str | None,
+    infraction_id: int | None,
+    outcome: str,
+    reason: str | None,
+    detail: Mapping[str, Any],
+    event_id: str | None = None,
+) -> int:
+    cur = await db.execute(
+        "INSERT INTO audit (at, actor, action, subject, room, infraction_id, outcome, reason, detail,"
+        " event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            now_ms(),
+            actor,
+            action,
+            subject,
+            room,
+            infraction_id,
+            outcome,
+            reason,
+            json.dumps(dict(detail), sort_keys=True, default=str),
+            event_id,
+        ),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies (``BEGIN … END;``) whole."""
+    statements: list[str] = []
+    current: list[str] = []
+    in_trigger = False
+    for line in script.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        current.append(line)
+        upper = stripped.upper()
+        if upper.startswith("CREATE TRIGGER"):
+            in_trigger = True
+        if (in_trigger and upper.endswith("END;")) or (not in_trigger and stripped.endswith(";")):
+            statements.append("\n".join(current))
+            current = []
+            in_trigger = False
+    if current:
+        statements.append("\n".join(current))
+    return statements

@@ -1,0 +1,415 @@
+"""The I/O edge: HTTP calls to the homeserver through matrix-nio's ``AsyncClient`` transport.
+
+We use nio for login and for its aiohttp session, but read responses raw: nio's own retry loop
+reads only the body's ``retry_after_ms`` (never the ``Retry-After`` header), retries 429s forever
+by default, and its typed sync parsing drops wrongly-typed events. Every *write* goes through
+:class:`WriteQueue`, the one place that knows about rate limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import json
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import attrs
+import structlog
+from nio import AsyncClient, AsyncClientConfig, LoginResponse
+
+log = structlog.get_logger("abusebot.matrix")
+
+API = "/_matrix/client/v3"
+
+
+def q(value: str) -> str:
+    """Percent-encode one path segment (room ids, user ids, event types)."""
+    return quote(value, safe="")
+
+
+class MatrixError(Exception):
+    """The homeserver answered with an error status."""
+
+    def __init__(self, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.errcode = str(body.get("errcode", "")) if isinstance(body, Mapping) else ""
+        self.error = str(body.get("error", "")) if isinstance(body, Mapping) else ""
+        self.headers = dict(headers or {})
+        super().__init__(f"{status} {self.errcode}: {self.error}".strip())
+
+    @property
+    def rate_limited(self) -> bool:
+        """True for ``M_LIMIT_EXCEEDED`` / HTTP 429."""
+        return self.status == 429 or self.errcode == "M_LIMIT_EXCEEDED"
+
+    def retry_after(self) -> float | None:
+        """Seconds to wait: the body's ``retry_after_ms``, else the ``Retry-After`` header."""
+        ms = self.body.get("retry_after_ms") if isinstance(self.body, Mapping) else None
+        if isinstance(ms, int) and not isinstance(ms, bool) and ms >= 0:
+            return ms / 1000
+        header = self.headers.get("Retry-After") or self.headers.get("retry-after")
+        if header is not None:
+            with contextlib.suppress(ValueError):
+                return max(0.0, float(header))
+        return None
+
+
+class HomeserverUnavailable(Exception):
+    """The homeserver could not be reached (connection refused, reset, timed out)."""
+
+
+class Homeserver:
+    """Raw client-server API calls. Reads go straight out; writes should use :class:`WriteQueue`."""
+
+    def __init__(self, url: str, user_id: str, device_name: str = "abusebot") -> None:
+        self.client = AsyncClient(
+            url,
+            user_id,
+            config=AsyncClientConfig(max_limit_exceeded=0, max_timeouts=0, request_timeout=90),
+        )
+        self.user_id = user_id
+        self.device_name = device_name
+
+    @property
+    def access_token(self) -> str:
+        """The current access token (empty before login)."""
+        return self.client.access_token or ""
+
+    @property
+    def device_id(self) -> str:
+        """The current device id (empty before login)."""
+        return self.client.device_id or ""
+
+    async def login_password(self, password: str, device_id: str | None = None) -> None:
+        """Log in with a password, reusing ``device_id`` when we had one."""
+        if device_id:
+            self.client.device_id = device_id
+        try:
+            response = await self.client.login(password=password, device_name=self.device_name)
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as err:
+            raise HomeserverUnavailable(str(err)) from err
+        if not isinstance(response, LoginResponse):
+            raise MatrixError(
+                403,
+                {
+                    "errcode": getattr(response, "status_code", "M_FORBIDDEN"),
+                    "error": getattr(response, "message", str(response)),
+                },
+            )
+        self.user_id = response.user_id
+
+    def restore(self, access_token: str, device_id: str | None) -> None:
+        """Use an existing access token instead of logging in."""
+        self.client.access_token = access_token
+        self.client.user_id = self.user_id
+        self.client.device_id = device_id or ""
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        await self.client.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        query: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """One HTTP call; returns the JSON body, raises :class:`MatrixError` or
+        :class:`HomeserverUnavailable`."""
+        if query:
+            path = f"{path}?{urlencode({k: v for k, v in query.items() if v is not None})}"
+        headers = {"Content-Type": "application/json"}
+        if self.client.access_token:
+            headers["Authorization"] = f"Bearer {self.client.access_token}"
+        data = None if body is None else json.dumps(body)
+        try:
+            response = await self.client.send(method, path, data, headers, timeout=timeout)
+            async with response:
+                raw = await response.read()
+                status = response.status
+                response_headers = dict(response.headers)
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as err:
+            raise HomeserverUnavailable(f"{method} {path.split('?')[0]}: {err!r}") from err
+        try:
+            parsed = json.loads(raw) if raw else {}
+        except ValueError:
+            parsed = {"error": raw[:200].decode("utf-8", "replace")}
+        if status >= 400:
+            raise MatrixError(status, parsed if isinstance(parsed, Mapping) else {}, response_headers)
+        return parsed
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    async def whoami(self) -> str:
+        """The user id the access token belongs to."""
+        reply = await self.request("GET", f"{API}/account/whoami")
+        return str(reply.get("user_id", ""))
+
+    async def sync(self, since: str | None, timeout_ms: int, sync_filter: str) -> dict[str, Any]:
+        """One ``/sync`` long-poll, returned as raw JSON."""
+        query = {"filter": sync_filter, "timeout": timeout_ms if since else 0, "since": since}
+        return await self.request("GET", f"{API}/sync", query=query, timeout=timeout_ms / 1000 + 60)
+
+    async def resolve_alias(self, alias: str) -> str:
+        """Room id for an alias."""
+        reply = await self.request("GET", f"{API}/directory/room/{q(alias)}")
+        return str(reply["room_id"])
+
+    async def room_state(self, room_id: str) -> list[dict[str, Any]]:
+        """The full current state of a room."""
+        reply = await self.request("GET", f"{API}/rooms/{q(room_id)}/state")
+        return list(reply) if isinstance(reply, list) else []
+
+    async def state_event(self, room_id: str, event_type: str, state_key: str = "") -> dict[str, Any] | None:
+        """One state event's content, or ``None`` when there is none."""
+        try:
+            return await self.request("GET", f"{API}/rooms/{q(room_id)}/state/{q(event_type)}/{q(state_key)}")
+        except MatrixError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    async def messages(
+        self,
+        room_id: str,
+        start: str | None,
+        *,
+        direction: str = "b",
+        limit: int = 100,
+        end: str | None = None,
+        sync_filter: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """One page of ``/messages``."""
+        query: dict[str, Any] = {"dir": direction, "limit": limit, "from": start, "to": end}
+        if sync_filter:
+            query["filter"] = json.dumps(sync_filter)
+        return await self.request("GET", f"{API}/rooms/{q(room_id)}/messages", query=query)
+
+
+@attrs.frozen
+class Write:
+    """One queued write: a label for logs, and the HTTP call."""
+
+    priority: int
+    method: str
+    path: str
+    body: Any
+    label: str
+
+
+class Priority:
+    """Queue order: removing a bad actor first, then cleaning up, then talking."""
+
+    BAN = 0
+    MEMBERSHIP = 1  # kick, unban, power levels, joins
+    REDACT = 2
+    STATE = 3
+    MESSAGE = 4
+
+
+class WriteQueue:
+    """The one rate-limit-aware path for every write to the homeserver.
+
+    * On ``M_LIMIT_EXCEEDED`` it waits ``retry_after_ms``, else the ``Retry-After`` header,
+      else exponential backoff; the pause applies to all workers (the limit is per account).
+    * Homeserver unreachable: exponential backoff too (writes wait for it to return).
+    * Attempts are capped; the caller then gets the last error.
+    * Lower priority numbers go first: bans before redactions before messages.
+    """
+
+    def __init__(
+        self,
+        homeserver: Homeserver,
+        *,
+        workers: int = 4,
+        max_attempts: int = 12,
+        base_backoff: float = 0.5,
+        max_backoff: float = 60.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.homeserver = homeserver
+        self.max_attempts = max_attempts
+        self.base_backoff = base_backoff
+        self.max_backoff = max_backoff
+        self._sleep = sleep
+        self._heap: list[tuple[int, int, Write, asyncio.Future[Any]]] = []
+        self._counter = itertools.count()
+        self._ready = asyncio.Condition()
+        self._paused_until = 0.0
+        self._workers = [asyncio.create_task(self._work(i), name=f"write-{i}") for i in range(workers)]
+        self.rate_limited_count = 0
+
+    async def submit(self, write: Write) -> Any:
+        """Queue ``write`` and wait for its result (the JSON reply)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        async with self._ready:
+            heapq.heappush(self._heap, (write.priority, next(self._counter), write, future))
+            self._ready.notify()
+        return await future
+
+    async def close(self) -> None:
+        """Stop the workers; queued writes fail with ``CancelledError``."""
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for _, _, _, future in self._heap:
+            if not future.done():
+                future.cancel()
+        self._heap.clear()
+
+    async def _work(self, number: int) -> None:
+        while True:
+            async with self._ready:
+                while not self._heap:
+                    await self._ready.wait()
+                _, _, write, future = heapq.heappop(self._heap)
+            if future.done():
+                continue
+            try:
+                future.set_result(await self._perform(write))
+            except asyncio.CancelledError:
+                future.cancel()
+                raise
+            except Exception as err:  # the caller decides what a failure means
+                if not future.done():
+                    future.set_exception(err)
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.max_backoff, self.base_backoff * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+
+    async def _perform(self, write: Write) -> Any:
+        attempt = 0
+        while True:
+            attempt += 1
+            pause = self._paused_until - time.monotonic()
+            if pause > 0:
+                await self._sleep(pause)
+            try:
+                return await self.homeserver.request(write.method, write.path, write.body)
+            except MatrixError as err:
+                if not err.rate_limited or attempt >= self.max_attempts:
+                    raise
+                self.rate_limited_count += 1
+                wait = err.retry_after()
+                wait = self._backoff(attempt) if wait is None else wait
+                self._paused_until = max(self._paused_until, time.monotonic() + wait)
+                log.warning("rate_limited", write=write.label, wait_s=round(wait, 3), attempt=attempt)
+            except HomeserverUnavailable as err:
+                if attempt >= self.max_attempts:
+                    raise
+                wait = self._backoff(attempt)
+                log.warning("homeserver_unavailable", write=write.label, wait_s=round(wait, 3), error=str(err))
+                await self._sleep(wait)
+
+
+def txn_id(*parts: str) -> str:
+    """A transaction id: derived from ``parts`` (so a replayed send is deduplicated by the
+    homeserver), or random when no parts are given."""
+    if not parts:
+        return secrets.token_hex(12)
+    import hashlib
+
+    return "ab" + hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:30]
+
+
+class Api:
+    """Writes, each a :class:`Write` through the queue; reads delegate to :class:`Homeserver`."""
+
+    def __init__(self, homeserver: Homeserver, queue: WriteQueue) -> None:
+        self.hs = homeserver
+        self.queue = queue
+
+    async def _write(self, priority: int, method: str, path: str, body: Any, label: str) -> Any:
+        return await self.queue.submit(Write(priority, method, path, body, label))
+
+    async def ban(self, room_id: str, user_id: str, reason: str) -> None:
+        """Ban ``user_id`` from ``room_id``."""
+        await self._write(
+            Priority.BAN,
+            "POST",
+            f"{API}/rooms/{q(room_id)}/ban",
+            {"user_id": user_id, "reason": reason},
+            f"ban {user_id} in {room_id}",
+        )
+
+    async def unban(self, room_id: str, user_id: str, reason: str) -> None:
+        """Lift a ban."""
+        await self._write(
+            Priority.MEMBERSHIP,
+            "POST",
+            f"{API}/rooms/{q(room_id)}/unban",
+            {"user_id": user_id, "reason": reason},
+            f"unban {user_id} in {room_id}",
+        )
+
+    async def kick(self, room_id: str, user_id: str, reason: str) -> None:
+        """Kick a member."""
+        await self._write(
+            Priority.MEMBERSHIP,
+            "POST",
+            f"{API}/rooms/{q(room_id)}/kick",
+            {"user_id": user_id, "reason": reason},
+            f"kick {user_id} in {room_id}",
+        )
+
+    async def redact(
+        self, room_id: str, event_id: str, reason: str, txn: str | None = None, priority: int = Priority.REDACT
+    ) -> None:
+        """Redact one event."""
+        path = f"{API}/rooms/{q(room_id)}/redact/{q(event_id)}/{q(txn or txn_id('redact', event_id))}"
+        await self._write(priority, "PUT", path, {"reason": reason}, f"redact {event_id}")
+
+    async def put_state(
+        self, room_id: str, event_type: str, state_key: str, content: Mapping[str, Any], priority: int = Priority.STATE
+    ) -> str:
+        """Send a state event; returns its event id."""
+        reply = await self._write(
+            priority,
+            "PUT",
+            f"{API}/rooms/{q(room_id)}/state/{q(event_type)}/{q(state_key)}",
+            dict(content),
+            f"state {event_type} in {room_id}",
+        )
+        return str(reply.get("event_id", ""))
+
+    async def send(
+        self,
+        room_id: str,
+        content: Mapping[str, Any],
+        *,
+        event_type: str = "m.room.message",
+        txn: str | None = None,
+        priority: int = Priority.MESSAGE,
+    ) -> str:
+        """Send a timeline event; returns its event id."""
+        path = f"{API}/rooms/{q(room_id)}/send/{q(event_type)}/{q(txn or txn_id())}"
+        reply = await self._write(priority, "PUT", path, dict(content), f"send {event_type} to {room_id}")
+        return str(reply.get("event_id", ""))
+
+    async def join(self, room: str) -> str:
+        """Join a room by id or alias; returns the room id."""
+        reply = await self._write(Priority.MEMBERSHIP, "POST", f"{API}/join/{q(room)}", {}, f"join {room}")
+        return str(reply.get("room_id", room))
+
+    async def leave(self, room_id: str) -> None:
+        """Leave (or decline an invite to) a room."""
+        await self._write(Priority.MEMBERSHIP, "POST", f"{API}/rooms/{q(room_id)}/leave", {}, f"leave {room_id}")
+
+    async def create_room(self, body: Mapping[str, Any]) -> str:
+        """Create a room; returns its id."""
+        reply = await self._write(Priority.STATE, "POST", f"{API}/createRoom", dict(body), "create room")
+        return str(reply["room_id"])

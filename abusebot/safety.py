@@ -1,0 +1,74 @@
+"""The one place that decides whom the bot must never act on, and who may command it.
+
+Exempt from any action (commands, protections, policy lists alike):
+
+* the bot itself;
+* moderators: management-room members at or above the moderator power level;
+* anyone whose power level in the room is not below the bot's own there;
+* room v12 creators (they rank above every level; see :mod:`abusebot.power`).
+
+Keeping this in one function is deliberate: Mjolnir's CVE-2025-24024 came from a check that
+moved. Every caller asks :func:`refusal`; none re-derives the rule.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from abusebot.rooms import RoomState
+
+
+@attrs.frozen
+class Staff:
+    """Who the bot is and who moderates, as known right now."""
+
+    bot_user_id: str
+    management: RoomState
+    moderator_level: int
+
+    def is_moderator(self, user_id: str) -> bool:
+        """A management-room member at or above the moderator level (creators count)."""
+        if user_id == self.bot_user_id:
+            return False
+        if self.management.membership(user_id) != "join":
+            return False
+        return self.management.power_levels.user_level(user_id) >= self.moderator_level
+
+
+def refusal(target: str, room: RoomState | None, staff: Staff) -> str | None:
+    """Why the bot must not act on ``target`` in ``room``, or ``None`` when it may.
+
+    ``room`` may be ``None`` for actions with no room (notes); then only the room-independent
+    rules apply.
+    """
+    if target == staff.bot_user_id:
+        return "I will not act on myself."
+    if staff.is_moderator(target):
+        return f"{target} is a moderator (management room power level ≥ {staff.moderator_level})."
+    if room is not None:
+        levels = room.power_levels
+        if target in levels.creators:
+            return f"{target} created {room.name or room.room_id} (room version {room.room_version})."
+        bot_level = levels.user_level(staff.bot_user_id)
+        target_level = levels.user_level(target)
+        if target_level >= bot_level:
+            return (
+                f"{target} has power level {target_level} in {room.name or room.room_id}, not below mine ({bot_level})."
+            )
+    return None
+
+
+def can_command(sender: str, room: RoomState, staff: Staff, *, management: bool) -> bool:
+    """Whether ``sender`` may command the bot from ``room``.
+
+    The management room's moderators command everywhere; in a protected room, users whose power
+    level there allows banning command for that room only. Never the bot itself.
+    """
+    if sender == staff.bot_user_id:
+        return False
+    if management:
+        return staff.is_moderator(sender)
+    if room.membership(sender) != "join":
+        return False
+    levels = room.power_levels
+    return levels.user_level(sender) >= levels.ban
