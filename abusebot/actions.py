@@ -22,6 +22,7 @@ import structlog
 
 from abusebot.audit import Message, action_line, scope_label, user_notice
 from abusebot.config import Config
+from abusebot.durations import format_duration
 from abusebot.ledger import ALL_ROOMS, Infraction, Ledger, now_ms
 from abusebot.matrix import Api, HomeserverUnavailable, MatrixError, Priority
 from abusebot.power import PowerLevels
@@ -243,7 +244,19 @@ class Moderation:
             rooms=len(done),
             failed=len(failed),
         )
-        return Outcome(infraction.state != "failed", line.plain, infraction)
+        return Outcome(infraction.state != "failed", self._short(verb, infraction, scope, extra), infraction)
+
+    def _short(self, verb: str, infraction: Infraction, scope: Scope, extra: Sequence[str]) -> str:
+        """The command reply: what was done, for how long, which record (the log line has the rest)."""
+        if infraction.state == "failed":
+            return f"Could not {verb.lower()} {infraction.subject}: " + "; ".join(extra)
+        text = f"{verb} {infraction.subject} in {self.where(scope)}"
+        if infraction.expires_at is not None:
+            text += f" for {format_duration((infraction.expires_at - infraction.created_at) / 1000)}"
+        elif infraction.kind in ("ban", "mute"):
+            text += " permanently"
+        text += f" (infraction #{infraction.id})"
+        return text + "".join(f"; {item}" for item in extra)
 
     async def _supersede(self, subject: str, kind: str, scope: Scope, actor: Actor, new_id: int) -> list[Infraction]:
         """Mark the subject's older active infractions of ``kind`` in the same scope as lifted."""

@@ -71,6 +71,7 @@ class Bot:
         self.last_event_ts: int | None = None
         self.events_handled = 0
         self.hooks: list[EventHook] = []
+        self._awaiting_invite: set[str] = set()
         self._stop = asyncio.Event()
         self.ledger: Ledger
         self.hs: Homeserver
@@ -196,13 +197,24 @@ class Bot:
             try:
                 room_id = await self._join(room)
             except MatrixError as err:
-                log.error("cannot_join_protected_room", room=room, error=str(err))
+                await self._await_invite(room)
+                log.error("cannot_join_protected_room", room=room, error=str(err), note="will join when invited")
                 continue
             if room_id in replaced:  # upgraded while we were away: protect the successor instead
                 continue
             self.store.protect(room_id)
             if len(wanted) > 20 and number % 20 == 0:
                 log.info("joining_rooms", done=number, total=len(wanted))
+
+    async def _await_invite(self, room: str) -> None:
+        """Remember a configured room we could not join, so its invite is accepted later."""
+        room_id = room
+        if room.startswith("#"):
+            try:
+                room_id = await self.hs.resolve_alias(room)
+            except (MatrixError, HomeserverUnavailable):
+                return
+        self._awaiting_invite.add(room_id)
 
     async def _first_sync(self) -> None:
         """Learn state and the current position; act on nothing in this sync's timeline."""
@@ -284,14 +296,20 @@ class Bot:
             log.info("batch", events=handled, ms=round((time.perf_counter() - started) * 1000, 2))
 
     async def _on_invite(self, room_id: str) -> None:
-        # Accept invites only to the rooms we are configured for (ids known after joining).
-        wanted = {self.config.management_room, *self.config.protected_rooms}
-        if room_id in wanted or self._relevant(room_id):
-            try:
-                await self._join(room_id)
-                log.info("accepted_invite", room_id=room_id)
-            except (MatrixError, HomeserverUnavailable) as err:
-                log.warning("invite_join_failed", room_id=room_id, error=str(err))
+        # Accept invites only to the rooms we are configured for; ignore every other invite.
+        wanted = {*self.config.protected_rooms, *self._awaiting_invite}
+        if room_id not in wanted and not self._relevant(room_id):
+            log.info("invite_ignored", room_id=room_id)
+            return
+        try:
+            await self._join(room_id)
+        except (MatrixError, HomeserverUnavailable) as err:
+            log.warning("invite_join_failed", room_id=room_id, error=str(err))
+            return
+        self._awaiting_invite.discard(room_id)
+        if room_id != self.store.management_id:
+            self.store.protect(room_id)
+        log.info("accepted_invite", room_id=room_id)
 
     async def _handle_room(self, room_id: str, joined: Mapping[str, Any], since: str | None) -> int:
         state = self.store.room(room_id)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_PART = re.compile(r"(\d{1,9})([smhdw])")
-_WHOLE = re.compile(r"(?:\d{1,9}[smhdw])+")
+_PART = re.compile(r"(\d{1,9})([smhdw])", re.ASCII)
+_WHOLE = re.compile(r"(?:\d{1,9}[smhdw])+", re.ASCII)
 #: A sanction longer than this is a typo, not a plan; say "permanent" instead.
 MAX_SECONDS = 10 * 365 * 86400
 

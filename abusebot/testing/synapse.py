@@ -167,14 +167,36 @@ class SynapseServer:
 
     def start(self, timeout: float = 90.0) -> None:
         """Start Synapse and wait until its client API answers."""
-        config_path = self.write_config()
+        self._launch(self.write_config(), timeout)
+
+    def restart(self, timeout: float = 90.0) -> None:
+        """Start Synapse again on the same port, config and database (after :meth:`kill`)."""
+        self.kill()
+        assert self.base_dir is not None
+        self._launch(self.base_dir / "homeserver.yaml", timeout)
+
+    def kill(self, sig: int = signal.SIGTERM) -> None:
+        """End the Synapse process with ``sig`` (SIGKILL if it lingers); keep its directory."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        self.process = None
+
+    def _launch(self, config_path: Path, timeout: float) -> None:
+        assert self.base_dir is not None
         env = dict(os.environ)
         env.pop("SYNAPSE_CONFIG_PATH", None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "synapse.app.homeserver", "-c", str(config_path)],
             cwd=str(self.base_dir),
             stdout=subprocess.DEVNULL,
-            stderr=open(self.base_dir / "stderr.log", "wb"),  # noqa: SIM115 - lives as long as the process
+            stderr=open(self.base_dir / "stderr.log", "ab"),  # noqa: SIM115 - lives as long as the process
             env=env,
             start_new_session=True,
         )
@@ -194,16 +216,7 @@ class SynapseServer:
 
     def stop(self) -> None:
         """Stop Synapse (SIGTERM, then SIGKILL) and remove its directory if we made it."""
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
-        self.process = None
+        self.kill()
         if self._own_dir is not None:
             self._own_dir.cleanup()
             self._own_dir = None

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +201,7 @@ class World:
         room_version: str | None = None,
     ) -> World:
         """Build the world: users, rooms (bot at 100, moderator at 100), members joined."""
+        base.mkdir(parents=True, exist_ok=True)
         world = cls(synapse, base)
         world.bot_account = synapse.register(f"abusebot-{world.tag}")
         bot_id = world.bot_account.user_id
@@ -237,12 +238,16 @@ class World:
         }
         self.config_path.write_text(yaml.safe_dump(data))
 
-    async def start_bot(self) -> Any:
-        """Run the bot in this process (as a task) and wait until it is syncing."""
+    async def start_bot(self, hooks: Sequence[Callable[[Any], Awaitable[None]]] = ()) -> Any:
+        """Run the bot in this process (as a task) and wait until it is syncing.
+
+        ``hooks`` are appended to ``bot.hooks`` before the first sync, so they see every event.
+        """
         from abusebot.bot import Bot
         from abusebot.config import load_config
 
         bot = Bot(load_config(self.config_path))
+        bot.hooks.extend(hooks)
         self.bot = bot
         self._bot_task = asyncio.create_task(bot.run(), name="bot")
         deadline = time.monotonic() + 30
@@ -266,7 +271,7 @@ class World:
     def spawn_bot(self) -> subprocess.Popen[bytes]:
         """Run the bot as a separate process (``python -m abusebot run``), for kill -9 tests."""
         log = open(self.base / "bot-process.log", "ab")  # noqa: SIM115 - owned by the process
-        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        self.process = subprocess.Popen(
             [sys.executable, "-m", "abusebot", "run", "-c", str(self.config_path)],
             stdout=log,
             stderr=log,
