@@ -336,6 +336,7 @@ class Moderation:
         duration_s: int | None = None,
         rule: str | None = None,
         level: int | None = None,
+        next_step: str | None = None,
     ) -> Outcome:
         """Ban in every room of ``scope``; temporary when ``duration_s`` is given."""
         why = self.check(subject, scope)
@@ -358,7 +359,7 @@ class Moderation:
         dm_sent: bool | None = None
         with contextlib.suppress(asyncio.TimeoutError):
             dm_sent = await asyncio.wait_for(
-                self.tell_user(subject, self._notice("ban", scope, reason, duration_s, infraction)),
+                self.tell_user(subject, self._notice("ban", scope, reason, duration_s, infraction, next_step)),
                 DM_BEFORE_BAN_TIMEOUT,
             )
         done, failed = await self._per_room(scope.rooms, lambda room: self.api.ban(room, subject, reason))
@@ -441,6 +442,7 @@ class Moderation:
         duration_s: int | None,
         rule: str | None = None,
         level: int | None = None,
+        next_step: str | None = None,
     ) -> Outcome:
         """Set the user's power level below ``events_default`` in each room, remembering the old one."""
         why = self.check(subject, scope)
@@ -484,7 +486,9 @@ class Moderation:
         if done:
             await self._supersede(subject, "mute", scope, actor, infraction.id)
         dm = (
-            await self.tell_user(subject, self._notice("mute", scope, reason, duration_s, infraction)) if done else None
+            await self.tell_user(subject, self._notice("mute", scope, reason, duration_s, infraction, next_step))
+            if done
+            else None
         )
         return await self._finish(
             infraction,

@@ -28,6 +28,7 @@ from abusebot.config import Config
 from abusebot.events import Event, parse_event
 from abusebot.ledger import Ledger
 from abusebot.matrix import Api, Homeserver, HomeserverUnavailable, MatrixError, WriteQueue
+from abusebot.pipeline import Pipeline
 from abusebot.rooms import RoomStore
 from abusebot.scheduler import ExpiryScheduler
 
@@ -80,6 +81,7 @@ class Bot:
         self.moderation: Moderation
         self.commands: CommandHandler
         self.scheduler: ExpiryScheduler
+        self.pipeline: Pipeline
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -94,7 +96,12 @@ class Bot:
         self.moderation = Moderation(
             config=cfg, ledger=self.ledger, api=self.api, store=self.store, bot_user_id=self.hs.user_id
         )
-        self.commands = CommandHandler(self.moderation, self.store, cfg.command_prefix, self.status_message)
+        self.pipeline = Pipeline(cfg, self.store, self.moderation, self.ledger)
+        await self.pipeline.load()
+        self.hooks.append(self.pipeline.handle)
+        self.commands = CommandHandler(
+            self.moderation, self.store, cfg.command_prefix, self.status_message, pipeline=self.pipeline
+        )
         self.scheduler = ExpiryScheduler(self.ledger, self.moderation, alert_after=cfg.expiry_alert_after)
         await self._join_rooms()
         if await self.ledger.get_kv("sync_token") is None:
@@ -112,6 +119,8 @@ class Bot:
         """Stop background work and close connections."""
         with contextlib.suppress(AttributeError):
             await self.scheduler.stop()
+        with contextlib.suppress(AttributeError):
+            await self.pipeline.executor.close()
         with contextlib.suppress(AttributeError):
             await self.queue.close()
         with contextlib.suppress(AttributeError):
@@ -226,6 +235,7 @@ class Bot:
                     if isinstance(raw, Mapping) and "state_key" in raw:
                         self.store.room(room_id).apply(raw)
         await self.ledger.commit_checkpoint(str(response["next_batch"]))
+        self.last_sync_at = time.time()  # a completed sync: status shows it, and start-up waits end here
         log.info("first_sync", note="history before this start is not acted on")
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -439,7 +449,7 @@ class Bot:
 
     def status_lines(self) -> Sequence[str]:
         """Extra status lines from plug-ins (protections, policy lists)."""
-        return []
+        return ["Protections:", *(f"  • {line}" for line in self.pipeline.describe())]
 
 
 def _system_actor(event: Event) -> Any:

@@ -16,8 +16,12 @@ EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 
 def _load(path: str) -> Config | None:
+    from abusebot.pipeline import validate
+
     try:
-        return load_config(path)
+        config = load_config(path)
+        validate(config)  # the protections and escalation sections
+        return config
     except ConfigError as err:
         print(f"abusebot: config error: {err}", file=sys.stderr)
         return None

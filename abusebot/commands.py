@@ -12,15 +12,19 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from html.parser import HTMLParser
 from typing import Any
+from urllib.parse import unquote
 
 import attrs
 import structlog
+import yaml
 
 from abusebot.actions import Actor, Moderation, Outcome, Scope
 from abusebot.audit import Message, history_message
+from abusebot.config import ConfigError
 from abusebot.durations import DurationError, looks_like_duration, parse_duration
 from abusebot.events import Event
 from abusebot.matrix import HomeserverUnavailable, MatrixError
+from abusebot.pipeline import Pipeline
 from abusebot.rooms import RoomStore
 from abusebot.safety import can_command
 
@@ -85,11 +89,10 @@ class _PillText(HTMLParser):
             self._reply_depth += 1
         elif tag == "a" and not self._reply_depth:
             href = dict(attrs_).get("href") or ""
-            match = MATRIX_TO.match(href)
+            # Clients percent-encode the user id in pills (matrix.to/#/%40alice%3Aexample.org).
+            match = MATRIX_TO.match(unquote(href))
             if match:
-                from urllib.parse import unquote
-
-                self.parts.append(f" {unquote(match.group(1))} ")
+                self.parts.append(f" {match.group(1)} ")
                 self._pill_depth += 1
         elif tag in ("br", "p", "div"):
             self.parts.append(" ")
@@ -166,6 +169,11 @@ SPECS: Mapping[str, Spec] = {
         room_admins=False,
     ),
     "status": Spec("status", "Rooms, uptime, ledger counts and sync lag.", room_admins=False),
+    "protections": Spec(
+        "protections [enable <name> | disable <name> | mode <name> act|observe | set <name> <key> <value>]",
+        "List the protections, or change one (persisted).",
+        room_admins=False,
+    ),
 }
 
 
@@ -181,6 +189,7 @@ class Parsed:
     reason: str = ""
     room: str | None = None
     topic: str | None = None
+    words: tuple[str, ...] = ()
 
 
 def _take_room_flag(words: list[str], command: str) -> tuple[list[str], str | None]:
@@ -231,11 +240,13 @@ def parse_command(text: str, prefix: str = "!mod") -> Parsed:
         return Parsed(name, topic=args[0].lower() if args else None)
     if name == "status":
         return Parsed(name, room=room)
+    if name == "protections":
+        return _parse_protections(args)
     if name == "pardon":
         if not args:
             raise UsageError(name, "which infraction? Give its id, e.g. 12 or #12.")
         raw = args[0].lstrip("#")
-        if not raw.isdigit() or len(raw) > 18:
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
             raise UsageError(name, f"{args[0]!r} is not an infraction id")
         return Parsed(name, infraction_id=int(raw), reason=_reason(args[1:]), room=room)
 
@@ -265,7 +276,9 @@ def parse_command(text: str, prefix: str = "!mod") -> Parsed:
     if name == "redact":
         count = DEFAULT_REDACT_COUNT
         if rest:
-            if not rest[0].isdigit() or not 1 <= int(rest[0][:6]) <= MAX_REDACT_COUNT:
+            # ASCII only: "²".isdigit() is True but int("²") raises; long strings would hit int()'s digit limit.
+            word = rest[0]
+            if not (word.isascii() and word.isdigit()) or len(word) > 6 or not 1 <= int(word) <= MAX_REDACT_COUNT:
                 raise UsageError(name, f"count must be a number from 1 to {MAX_REDACT_COUNT}")
             count = int(rest[0])
             if len(rest) > 1:
@@ -273,6 +286,24 @@ def parse_command(text: str, prefix: str = "!mod") -> Parsed:
         return Parsed(name, user=user, count=count, room=room)
     # unmute, kick, unban, history
     return Parsed(name, user=user, reason=_reason(rest), room=room)
+
+
+def _parse_protections(args: list[str]) -> Parsed:
+    if not args:
+        return Parsed("protections")
+    verb = args[0].lower()
+    shapes = {"enable": 2, "disable": 2, "mode": 3}
+    if verb in shapes:
+        if len(args) != shapes[verb]:
+            raise UsageError("protections", f"'{verb}' takes {shapes[verb] - 1} argument(s)")
+        if verb == "mode" and args[2].lower() not in ("act", "observe"):
+            raise UsageError("protections", "the mode is act or observe")
+        return Parsed("protections", words=(verb, *args[1:]))
+    if verb == "set":
+        if len(args) < 4:
+            raise UsageError("protections", "set needs a protection, a key and a value")
+        return Parsed("protections", words=("set", args[1], args[2], " ".join(args[3:])))
+    raise UsageError("protections", f"unknown sub-command {args[0][:30]!r}")
 
 
 def help_message(prefix: str, topic: str | None) -> Message:
@@ -309,11 +340,19 @@ StatusProvider = Callable[[], Awaitable[Message]]
 class CommandHandler:
     """Turns authorized command events into actions and replies."""
 
-    def __init__(self, moderation: Moderation, store: RoomStore, prefix: str, status: StatusProvider) -> None:
+    def __init__(
+        self,
+        moderation: Moderation,
+        store: RoomStore,
+        prefix: str,
+        status: StatusProvider,
+        pipeline: Pipeline | None = None,
+    ) -> None:
         self.moderation = moderation
         self.store = store
         self.prefix = prefix
         self.status = status
+        self.pipeline = pipeline
 
     def is_command(self, event: Event) -> str | None:
         """The command text when ``event`` addresses the bot, else ``None``."""
@@ -399,6 +438,8 @@ class CommandHandler:
             return Message(text, html.escape(text))
         if parsed.name == "status":
             return await self.status()
+        if parsed.name == "protections":
+            return await self._protections(parsed, actor)
         if parsed.name == "history":
             assert parsed.user is not None
             infractions = await m.ledger.history(parsed.user, limit=25)
@@ -414,21 +455,79 @@ class CommandHandler:
         user = parsed.user
         assert user is not None
         reason = parsed.reason
-        if parsed.name == "warn":
+        ladder = self.pipeline.ladder if self.pipeline else None
+        if parsed.name == "warn" and self.pipeline is not None:
+            # A moderator's warning is a violation like any other: the ladder decides the step.
+            outcome = await self.pipeline.executor.escalate(
+                user, "moderator warning", actor, scope=scope, reason=reason, severity="minor"
+            )
+        elif parsed.name == "warn":
             outcome = await m.warn(user, reason, actor, scope)
         elif parsed.name == "mute":
-            outcome = await m.mute(user, reason or "no reason given", actor, scope, duration_s=parsed.duration_s)
+            outcome = await m.mute(
+                user,
+                reason or "no reason given",
+                actor,
+                scope,
+                duration_s=parsed.duration_s,
+                level=ladder.level_for("mute", parsed.duration_s) if ladder else None,
+            )
         elif parsed.name == "unmute":
             outcome = await m.unmute(user, reason or "unmuted by a moderator", actor, scope)
         elif parsed.name == "kick":
             outcome = await m.kick(user, reason or "no reason given", actor, scope)
         elif parsed.name == "ban":
-            outcome = await m.ban(user, reason or "no reason given", actor, scope, duration_s=parsed.duration_s)
+            outcome = await m.ban(
+                user,
+                reason or "no reason given",
+                actor,
+                scope,
+                duration_s=parsed.duration_s,
+                level=ladder.level_for("ban", parsed.duration_s) if ladder else None,
+            )
         elif parsed.name == "unban":
             outcome = await m.unban(user, reason or "unbanned by a moderator", actor, scope)
         else:  # redact
             outcome = await m.redact(user, parsed.count or DEFAULT_REDACT_COUNT, "removed by a moderator", actor, scope)
         return _reply(outcome)
+
+    async def _protections(self, parsed: Parsed, actor: Actor) -> Message:
+        """``!mod protections``: list, or change one protection (validated, persisted)."""
+        if self.pipeline is None:
+            return _text("No protections are loaded.")
+        pipeline = self.pipeline
+        if not parsed.words:
+            return _text("Protections:\n" + "\n".join(pipeline.describe()))
+        verb, name, *rest = parsed.words
+        if name not in pipeline.setups:
+            raise UsageError("protections", f"unknown protection {name!r}; known: {', '.join(sorted(pipeline.setups))}")
+        try:
+            if verb in ("enable", "disable"):
+                await pipeline.set_enabled(name, verb == "enable")
+            elif verb == "mode":
+                await pipeline.set_mode(name, rest[0].lower())
+            else:
+                key, raw = rest
+                try:
+                    value = yaml.safe_load(raw)
+                except yaml.YAMLError as err:
+                    raise UsageError("protections", f"cannot read the value {raw!r}") from err
+                await pipeline.set_value(name, key, value)
+        except ConfigError as err:
+            raise UsageError("protections", str(err)) from err
+        await self.moderation.ledger.audit(
+            actor=actor.name,
+            action="protections_" + verb,
+            outcome="done",
+            detail={"words": list(parsed.words)},
+            event_id=actor.event_id,
+        )
+        line = next(line for line in pipeline.describe() if line.startswith(f"{name}:"))
+        return _text(f"✅ {line}")
+
+
+def _text(text: str) -> Message:
+    return Message(text, html.escape(text))
 
 
 def _reply(outcome: Outcome) -> Message:

@@ -1,0 +1,201 @@
+"""Pluggable protections: each module here defines one, and registers itself by importing.
+
+A protection is a small declarative class:
+
+* ``name`` — unique (the registry refuses a duplicate at import time);
+* ``Settings`` — a frozen attrs class with defaults and validators (read from the config's
+  ``protections.<name>`` section, per-room overrides, and ``!mod protections set``);
+* ``event_types`` — which event types it wants;
+* ``async check(event, settings, ctx)`` — returns *intents* (:class:`Violation`, :class:`Alert`,
+  :class:`LockRoom`). It never calls the homeserver: the pipeline's executor acts (or, in observe
+  mode, only reports), so a protection is tested by asserting on what it returns.
+
+The core never imports a specific protection; :func:`load_all` imports every module of this
+package. To add one, see ``protections/README.md``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Protocol, TypeVar
+
+import attrs
+
+from abusebot.events import Event
+from abusebot.rooms import RoomState
+
+SEVERITIES = ("minor", "major")
+
+
+@attrs.frozen
+class Evidence:
+    """What proves a violation: the event and a short excerpt of it."""
+
+    event_id: str | None
+    excerpt: str = ""
+
+    @classmethod
+    def of(cls, event: Event, text: str | None = None, limit: int = 120) -> Evidence:
+        """Evidence from an event, with at most ``limit`` characters of text."""
+        excerpt = " ".join((text if text is not None else event.text).split())
+        if len(excerpt) > limit:
+            excerpt = excerpt[: limit - 1] + "…"
+        return cls(event.event_id, excerpt)
+
+
+@attrs.frozen
+class Violation:
+    """A user broke a rule: redact the evidence (when ``redact``), then escalate on the ladder."""
+
+    rule: str
+    user: str
+    room_id: str
+    evidence: Evidence
+    severity: str = "minor"
+    redact: bool = True
+    #: The other events to remove with it (e.g. the rest of a flood).
+    also_redact: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Alert:
+    """Tell the management room something (no action)."""
+
+    room_id: str
+    text: str
+
+
+@attrs.frozen
+class LockRoom:
+    """Switch a room to invite-only for ``seconds``, then restore its previous join rule."""
+
+    room_id: str
+    seconds: int
+    reason: str
+
+
+Intent = Violation | Alert | LockRoom
+
+
+class Context(Protocol):
+    """The narrow view of the bot a protection gets."""
+
+    bot_user_id: str
+
+    def now(self) -> float:
+        """Wall-clock seconds (a fake clock in tests)."""
+
+    def room(self, room_id: str) -> RoomState:
+        """Read-only room state."""
+
+    def joined_at(self, room_id: str, user_id: str) -> float | None:
+        """When the user's current membership began (as far as the bot saw), or ``None``."""
+
+    def rooms(self) -> Sequence[str]:
+        """The protected room ids."""
+
+
+S = TypeVar("S")
+
+
+class Protection:
+    """Base class: subclasses set ``name``, ``description``, ``Settings`` and ``event_types``."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Settings: ClassVar[type[Any]]
+    event_types: ClassVar[frozenset[str]] = frozenset({"m.room.message"})
+    #: Enabled unless the configuration says otherwise.
+    enabled_by_default: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        register(cls)
+
+    async def check(self, event: Event, settings: Any, ctx: Context) -> Sequence[Intent]:
+        """Inspect one event; return the intents (empty when all is well)."""
+        raise NotImplementedError
+
+
+class DuplicateProtection(Exception):
+    """Two protections claim the same name."""
+
+
+REGISTRY: dict[str, type[Protection]] = {}
+
+
+def register(cls: type[Protection]) -> type[Protection]:
+    """Add a protection class to the registry; refuses duplicates and incomplete classes."""
+    if not cls.name:
+        raise TypeError(f"{cls.__qualname__} has no name")
+    if not attrs.has(getattr(cls, "Settings", None) or object):
+        raise TypeError(f"protection {cls.name!r} needs an attrs Settings class")
+    existing = REGISTRY.get(cls.name)
+    # The same class seen again (a module reloaded) is not a duplicate; another class is.
+    if existing is not None and (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise DuplicateProtection(f"two protections are named {cls.name!r}: {existing!r} and {cls!r}")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+class SettingsError(ValueError):
+    """A protection setting is unknown or has the wrong type; ``key`` names it."""
+
+    def __init__(self, key: str, expected: str, got: object) -> None:
+        self.key = key
+        self.expected = expected
+        self.got = got
+        super().__init__(f"{key}: expected {expected}, got {got!r}")
+
+
+def _convert(value: Any, kind: Any, key: str) -> Any:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise SettingsError(key, "true or false", value)
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SettingsError(key, "an integer", value)
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SettingsError(key, "a number", value)
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise SettingsError(key, "a string", value)
+        return value
+    if getattr(kind, "__origin__", None) is tuple:  # tuple[str, ...]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise SettingsError(key, "a list of strings", value)
+        return tuple(value)
+    raise SettingsError(key, f"a value of type {kind}", value)
+
+
+def build_settings(settings_class: type[S], values: Mapping[str, Any], base: S | None = None) -> S:
+    """Settings from ``values`` over ``base`` (or the defaults); validators run; :class:`SettingsError`
+    names the first bad key."""
+    attrs.resolve_types(settings_class)
+    fields = {field.name: field for field in attrs.fields(settings_class)}
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        field = fields.get(key)
+        if field is None:
+            raise SettingsError(key, "one of " + ", ".join(sorted(fields)), key)
+        changes[key] = _convert(value, field.type, key)
+    try:
+        if base is not None:
+            return attrs.evolve(base, **changes)
+        return settings_class(**changes)
+    except (ValueError, TypeError) as err:
+        raise SettingsError(next(iter(changes), "settings"), "a valid value", str(err)) from err
+
+
+def load_all() -> Mapping[str, type[Protection]]:
+    """Import every module of this package (each registers its protection); return the registry."""
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+    return REGISTRY

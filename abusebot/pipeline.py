@@ -1,0 +1,498 @@
+"""The protection pipeline: every event of the protected rooms through every enabled protection.
+
+Protections decide (they return intents); the executor acts. In ``observe`` mode a protection's
+intents go to the observing executor, which only reports what it would have done. A protection
+that raises is logged and skipped; it never stops the others or the loop.
+
+Exempt (one rule, :func:`abusebot.safety.refusal`): the bot, moderators, anyone at or above the
+bot's power level in the room, room v12 creators.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import structlog
+
+from abusebot.actions import Actor, Moderation, Outcome, Scope
+from abusebot.audit import Message
+from abusebot.config import Config, ConfigError
+from abusebot.escalation import DEFAULT_LADDER, Ladder, LadderError, parse_ladder
+from abusebot.events import Event
+from abusebot.ledger import Ledger
+from abusebot.matrix import HomeserverUnavailable, MatrixError, Priority
+from abusebot.rooms import RoomState, RoomStore
+from abusebot.safety import refusal
+from protections import (
+    REGISTRY,
+    Alert,
+    Intent,
+    LockRoom,
+    Protection,
+    SettingsError,
+    Violation,
+    build_settings,
+    load_all,
+)
+
+log = structlog.get_logger("abusebot.pipeline")
+
+MODES = ("act", "observe")
+#: Keys of a protection's config section that are not its settings.
+SECTION_KEYS = ("enabled", "mode")
+
+
+@attrs.frozen
+class Setup:
+    """One protection's effective configuration."""
+
+    enabled: bool
+    mode: str
+    settings: Any
+    room_settings: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def settings_for(self, room_id: str) -> Any:
+        """The settings in force in ``room_id`` (its override, else the global ones)."""
+        return self.room_settings.get(room_id, self.settings)
+
+
+def _section(value: Any, path: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(path, "a mapping", value)
+    return value
+
+
+def parse_ladder_config(config: Config) -> Ladder:
+    """The ``protections.escalation`` section as a :class:`Ladder`."""
+    section = _section(config.protections.get("escalation"), "protections.escalation")
+    for key in section:
+        if key not in ("ladder", "decay_days"):
+            raise ConfigError(f"protections.escalation.{key}", "ladder or decay_days", key)
+    rungs = section.get("ladder", list(DEFAULT_LADDER))
+    if not isinstance(rungs, list):
+        raise ConfigError("protections.escalation.ladder", "a list of rungs like 'mute 1h'", rungs)
+    try:
+        steps = parse_ladder(rungs)
+    except LadderError as err:
+        raise ConfigError("protections.escalation.ladder", str(err), rungs) from err
+    decay = section.get("decay_days", 90)
+    if isinstance(decay, bool) or not isinstance(decay, int) or not 1 <= decay <= 3650:
+        raise ConfigError("protections.escalation.decay_days", "an integer from 1 to 3650", decay)
+    return Ladder(steps, decay)
+
+
+def parse_setups(config: Config, overrides: Mapping[str, Any] | None = None) -> dict[str, Setup]:
+    """Every registered protection's setup from the config (and persisted ``!mod protections``
+    changes); raises :class:`ConfigError` naming the key path."""
+    registry = load_all()
+    overrides = overrides or {}
+    for name in config.protections:
+        if name != "escalation" and name not in registry:
+            raise ConfigError(f"protections.{name}", "a known protection: " + ", ".join(sorted(registry)), name)
+    setups: dict[str, Setup] = {}
+    for name, cls in registry.items():
+        path = f"protections.{name}"
+        section = dict(_section(config.protections.get(name), path))
+        persisted = dict(overrides.get(name, {}))
+        enabled = persisted.get("enabled", section.get("enabled", cls.enabled_by_default))
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"{path}.enabled", "true or false", enabled)
+        mode = persisted.get("mode", section.get("mode", "act"))
+        if mode not in MODES:
+            raise ConfigError(f"{path}.mode", "act or observe", mode)
+        values = {k: v for k, v in section.items() if k not in SECTION_KEYS}
+        try:
+            settings = build_settings(cls.Settings, values)
+            settings = build_settings(cls.Settings, persisted.get("settings", {}), base=settings)
+        except SettingsError as err:
+            raise ConfigError(f"{path}.{err.key}", err.expected, err.got) from err
+        room_settings = {}
+        for room, room_section in config.rooms.items():
+            room_path = f"rooms.{room}.protections.{name}"
+            room_protections = _section(
+                _section(room_section, f"rooms.{room}").get("protections"), f"rooms.{room}.protections"
+            )
+            values = dict(_section(room_protections.get(name), room_path))
+            if values:
+                try:
+                    room_settings[room] = build_settings(cls.Settings, values, base=settings)
+                except SettingsError as err:
+                    raise ConfigError(f"{room_path}.{err.key}", err.expected, err.got) from err
+        setups[name] = Setup(enabled, mode, settings, room_settings)
+    for room, room_section in config.rooms.items():
+        for key in _section(room_section, f"rooms.{room}"):
+            if key != "protections":
+                raise ConfigError(f"rooms.{room}.{key}", "protections", key)
+        for name in _section(_section(room_section, f"rooms.{room}").get("protections"), f"rooms.{room}.protections"):
+            if name not in registry:
+                raise ConfigError(f"rooms.{room}.protections.{name}", "a known protection", name)
+    return setups
+
+
+def validate(config: Config) -> None:
+    """Validate the protections and escalation sections (for start-up and ``check-config``)."""
+    parse_setups(config)
+    parse_ladder_config(config)
+
+
+class PipelineContext:
+    """The narrow, read-only view protections get."""
+
+    def __init__(self, store: RoomStore, bot_user_id: str) -> None:
+        self._store = store
+        self.bot_user_id = bot_user_id
+        self._joined: dict[tuple[str, str], float] = {}
+
+    def now(self) -> float:
+        """Wall-clock seconds."""
+        return time.time()
+
+    def room(self, room_id: str) -> RoomState:
+        """Room state."""
+        return self._store.room(room_id)
+
+    def rooms(self) -> Sequence[str]:
+        """Protected room ids."""
+        return self._store.protected
+
+    def joined_at(self, room_id: str, user_id: str) -> float | None:
+        """When we saw the user join ``room_id`` (this run), or ``None``."""
+        return self._joined.get((room_id, user_id))
+
+    def note_membership(self, event: Event) -> None:
+        """Track joins (a new join, not a profile change) for 'new member' rules."""
+        if event.type != "m.room.member" or event.state_key is None:
+            return
+        key = (event.room_id, event.state_key)
+        if event.membership == "join" and event.prev_membership != "join":
+            self._joined[key] = (event.origin_server_ts / 1000) or self.now()
+        elif event.membership in ("leave", "ban"):
+            self._joined.pop(key, None)
+
+
+class Executor:
+    """Carries out intents (``act``) or reports them (``observe``)."""
+
+    def __init__(self, moderation: Moderation, ledger: Ledger, ladder: Ladder) -> None:
+        self.moderation = moderation
+        self.ledger = ledger
+        self.ladder = ladder
+        self._locks: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self, intent: Intent, protection: str, mode: str, *, first_activity: bool = False) -> None:
+        """Act on (or, observing, report) one intent."""
+        if isinstance(intent, Violation):
+            if mode == "observe":
+                await self._observe_violation(intent, protection, first_activity)
+            else:
+                await self._act_violation(intent, protection, first_activity)
+        elif isinstance(intent, Alert):
+            prefix = "[observe] " if mode == "observe" else ""
+            await self.moderation.post(_text(f"{prefix}⚠️ {protection}: {intent.text}"))
+        elif isinstance(intent, LockRoom):
+            if mode == "observe":
+                await self.moderation.post(
+                    _text(
+                        f"[observe] {protection} would switch {self.moderation.store.label(intent.room_id)} to "
+                        f"invite-only for {intent.seconds}s: {intent.reason}"
+                    )
+                )
+            else:
+                await self.lock_room(intent, protection)
+
+    async def _act_violation(self, v: Violation, protection: str, first_activity: bool) -> None:
+        actor = Actor(f"protection:{protection}", "protection", v.evidence.event_id)
+        key = v.evidence.event_id or f"{v.room_id}:{v.user}:{v.rule}"
+        if not await self.ledger.mark_processed(key, "violation"):
+            return  # another protection (or a replayed batch) already handled this event
+        # Remove the harm first; record and tell afterwards.
+        if v.redact:
+            ids = [i for i in (v.evidence.event_id, *v.also_redact) if i]
+            await asyncio.gather(*(self._redact(v.room_id, event_id, v.rule) for event_id in ids))
+        await self.escalate(
+            v.user, v.rule, actor, severity=v.severity, first_activity=first_activity, evidence=v.evidence.excerpt
+        )
+
+    async def _redact(self, room_id: str, event_id: str, rule: str) -> None:
+        try:
+            await self.moderation.api.redact(room_id, event_id, f"Removed: {rule}", priority=Priority.BAN)
+        except (MatrixError, HomeserverUnavailable) as err:
+            log.warning("redact_failed", room_id=room_id, event_id=event_id, error=str(err))
+
+    async def escalate(
+        self,
+        user: str,
+        rule: str,
+        actor: Actor,
+        *,
+        severity: str = "minor",
+        first_activity: bool = False,
+        evidence: str = "",
+        scope: Scope | None = None,
+        reason: str | None = None,
+    ) -> Outcome:
+        """Apply the ladder's next step to ``user`` for breaking ``rule``."""
+        m = self.moderation
+        scope = scope or Scope.everywhere(m.store)
+        history = await self.ledger.history(user, limit=500)
+        decision = self.ladder.decide(
+            history,
+            _now_ms(),
+            minor=severity == "minor",
+            first_activity=first_activity,
+            probation=await self.on_probation(user),
+        )
+        text = reason or f"{rule}" + (f' ("{evidence}")' if evidence else "")
+        next_step = self.ladder.describe_next(decision.level)
+        step = decision.step
+        if step.kind == "warning":
+            outcome = await m.warn(user, text, actor, scope, rule=rule, level=decision.level, next_step=next_step)
+        elif step.kind == "mute":
+            outcome = await m.mute(
+                user,
+                text,
+                actor,
+                scope,
+                duration_s=step.duration_s,
+                rule=rule,
+                level=decision.level,
+                next_step=next_step,
+            )
+        else:
+            outcome = await m.ban(
+                user,
+                text,
+                actor,
+                scope,
+                duration_s=step.duration_s,
+                rule=rule,
+                level=decision.level,
+                next_step=next_step,
+            )
+        log.info(
+            "escalated", user=user, rule=rule, level=decision.level, step=str(step), why=decision.why, ok=outcome.ok
+        )
+        return outcome
+
+    async def on_probation(self, user: str) -> bool:
+        """Second-chance probation (a later feature records it in ``probation`` kv)."""
+        probation: dict[str, Any] = await self.ledger.get_json("probation", {})
+        until = probation.get(user)
+        return isinstance(until, int | float) and until > time.time()
+
+    async def _observe_violation(self, v: Violation, protection: str, first_activity: bool) -> None:
+        history = await self.ledger.history(v.user, limit=500)
+        decision = self.ladder.decide(
+            history,
+            _now_ms(),
+            minor=v.severity == "minor",
+            first_activity=first_activity,
+            probation=await self.on_probation(v.user),
+        )
+        what = f"redact {v.evidence.event_id} and " if v.redact and v.evidence.event_id else ""
+        await self.moderation.post(
+            _text(
+                f"[observe] {protection} would {what}apply {decision.step} to {v.user} ({decision.why}) "
+                f'for {v.rule} in {self.moderation.store.label(v.room_id)}: "{v.evidence.excerpt}"'
+            )
+        )
+
+    async def lock_room(self, intent: LockRoom, protection: str) -> None:
+        """Switch to invite-only now; restore the previous join rule after ``intent.seconds``."""
+        m = self.moderation
+        room_id = intent.room_id
+        if room_id in self._locks and not self._locks[room_id].done():
+            return  # already locked; the existing timer restores it
+        current = await m.api.hs.state_event(room_id, "m.room.join_rules") or {"join_rule": "public"}
+        previous = current.get("join_rule", "public")
+        if previous != "invite":
+            await m.api.put_state(
+                room_id, "m.room.join_rules", "", {**current, "join_rule": "invite"}, priority=Priority.BAN
+            )
+        locks: dict[str, Any] = await self.ledger.get_json("room_locks", {})
+        locks[room_id] = {"previous": current, "until": time.time() + intent.seconds}
+        await self.ledger.set_json("room_locks", locks)
+        await self.ledger.audit(
+            actor=f"protection:{protection}",
+            action="lock_room",
+            outcome="done",
+            room=room_id,
+            reason=intent.reason,
+            detail={"seconds": intent.seconds, "previous": previous},
+        )
+        await m.post(
+            _text(
+                f"🔒 {protection}: {intent.reason}. {m.store.label(room_id)} is invite-only for "
+                f"{intent.seconds}s; I will restore the join rule '{previous}' afterwards."
+            )
+        )
+        self._locks[room_id] = asyncio.create_task(self._unlock_later(room_id, intent.seconds))
+
+    async def _unlock_later(self, room_id: str, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+        await self.unlock(room_id)
+
+    async def unlock(self, room_id: str) -> None:
+        """Restore the join rule a lock replaced (retrying while the homeserver is away)."""
+        locks: dict[str, Any] = await self.ledger.get_json("room_locks", {})
+        entry = locks.get(room_id)
+        if entry is None:
+            return
+        m = self.moderation
+        for attempt in range(10):
+            try:
+                await m.api.put_state(room_id, "m.room.join_rules", "", entry["previous"], priority=Priority.BAN)
+                break
+            except (MatrixError, HomeserverUnavailable) as err:
+                log.warning("unlock_failed", room_id=room_id, attempt=attempt, error=str(err))
+                await asyncio.sleep(min(60, 2**attempt))
+        else:
+            await m.post(_text(f"⚠️ I could not restore the join rule of {m.store.label(room_id)}; please check it."))
+            return
+        locks.pop(room_id, None)
+        await self.ledger.set_json("room_locks", locks)
+        previous = entry["previous"].get("join_rule", "public")
+        await self.ledger.audit(
+            actor="pipeline", action="unlock_room", outcome="done", room=room_id, detail={"restored": previous}
+        )
+        await m.post(_text(f"🔓 {m.store.label(room_id)}: join rule restored to '{previous}'."))
+
+    async def resume_locks(self) -> None:
+        """After a restart: schedule the restores of rooms still locked (now, if overdue)."""
+        locks: dict[str, Any] = await self.ledger.get_json("room_locks", {})
+        for room_id, entry in locks.items():
+            delay = float(entry.get("until", 0)) - time.time()
+            self._locks[room_id] = asyncio.create_task(self._unlock_later(room_id, delay))
+
+    async def close(self) -> None:
+        """Cancel pending restores (they are persisted and resumed at the next start)."""
+        for task in self._locks.values():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class Pipeline:
+    """Feeds events to protections and their intents to the executor."""
+
+    def __init__(self, config: Config, store: RoomStore, moderation: Moderation, ledger: Ledger) -> None:
+        self.config = config
+        self.store = store
+        self.moderation = moderation
+        self.ledger = ledger
+        self.ladder = parse_ladder_config(config)
+        self.executor = Executor(moderation, ledger, self.ladder)
+        self.context = PipelineContext(store, moderation.bot_user_id)
+        self.setups: dict[str, Setup] = {}
+        self.instances: dict[str, Protection] = {}
+        self._active: set[tuple[str, str]] = set()
+        self.errors = 0
+
+    async def load(self) -> None:
+        """Build the protections from config plus what moderators changed (persisted)."""
+        overrides = await self.ledger.get_json("protection_overrides", {})
+        self.setups = parse_setups(self.config, overrides)
+        self.instances = {name: REGISTRY[name]() for name in self.setups}
+        await self.executor.resume_locks()
+
+    def exempt(self, user_id: str, room: RoomState) -> bool:
+        """True when protections must leave ``user_id`` alone in ``room``."""
+        return refusal(user_id, room, self.moderation.staff) is not None
+
+    async def handle(self, event: Event) -> list[tuple[str, Intent]]:
+        """Run every enabled protection on ``event``; act on what they find; return the intents."""
+        if not self.store.is_protected(event.room_id):
+            return []
+        self.context.note_membership(event)
+        room = self.store.room(event.room_id)
+        if self.exempt(event.sender, room):
+            return []
+        key = (event.room_id, event.sender)
+        first_activity = (
+            event.type != "m.room.member"
+            and key not in self._active
+            and self.context.joined_at(event.room_id, event.sender) is not None
+        )
+        found: list[tuple[str, Intent]] = []
+        for name, protection in self.instances.items():
+            setup = self.setups[name]
+            if not setup.enabled or event.type not in protection.event_types:
+                continue
+            try:
+                intents = await protection.check(event, setup.settings_for(event.room_id), self.context)
+            except Exception as err:
+                self.errors += 1
+                log.exception("protection_failed", protection=name, event_id=event.event_id, error=repr(err))
+                continue
+            for intent in intents:
+                found.append((name, intent))
+                try:
+                    await self.executor.run(intent, name, setup.mode, first_activity=first_activity)
+                except Exception as err:
+                    self.errors += 1
+                    log.exception("intent_failed", protection=name, event_id=event.event_id, error=repr(err))
+        if event.type == "m.room.member" and event.membership == "join" and event.prev_membership != "join":
+            self._active.discard(key)
+        elif event.type != "m.room.member":
+            self._active.add(key)
+        if found:
+            log.info(
+                "event_processed",
+                room_id=event.room_id,
+                event_id=event.event_id,
+                sender=event.sender,
+                protections_hit=sorted({n for n, _ in found}),
+            )
+        return found
+
+    # -- moderator controls (persisted) -------------------------------------------------------------
+
+    async def _persist(self, name: str, **changes: Any) -> None:
+        overrides: dict[str, Any] = await self.ledger.get_json("protection_overrides", {})
+        entry = overrides.setdefault(name, {})
+        for key, value in changes.items():
+            if key == "settings":
+                entry.setdefault("settings", {}).update(value)
+            else:
+                entry[key] = value
+        self.setups = parse_setups(self.config, overrides)  # validates before saving
+        await self.ledger.set_json("protection_overrides", overrides)
+
+    async def set_enabled(self, name: str, enabled: bool) -> None:
+        """Enable or disable a protection (persisted)."""
+        await self._persist(name, enabled=enabled)
+
+    async def set_mode(self, name: str, mode: str) -> None:
+        """Switch a protection between act and observe (persisted)."""
+        await self._persist(name, mode=mode)
+
+    async def set_value(self, name: str, key: str, value: Any) -> None:
+        """Change one setting (validated, persisted)."""
+        await self._persist(name, settings={key: value})
+
+    def describe(self) -> list[str]:
+        """One line per protection: state, mode, settings."""
+        lines = []
+        for name, setup in sorted(self.setups.items()):
+            state = "enabled" if setup.enabled else "disabled"
+            settings = ", ".join(
+                f"{f.name}={getattr(setup.settings, f.name)!r}" for f in attrs.fields(type(setup.settings))
+            )
+            lines.append(f"{name}: {state}, {setup.mode}" + (f" — {settings}" if settings else ""))
+        return lines
+
+
+def _text(text: str) -> Message:
+    return Message(text, html.escape(text))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

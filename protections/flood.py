@@ -1,0 +1,67 @@
+"""Flood: too many messages from one user, in one room or across the protected rooms."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+from abusebot.events import Event
+from protections import Context, Evidence, Intent, Protection, Violation
+from protections._window import Windows, event_time
+
+_positive = attrs.validators.ge(1)
+
+
+@attrs.frozen
+class FloodSettings:
+    """Limits: ``max_messages`` per ``per_seconds`` in one room; ``cross_room_max_messages`` in all."""
+
+    max_messages: int = attrs.field(default=10, validator=_positive)
+    per_seconds: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    cross_room_max_messages: int = attrs.field(default=15, validator=_positive)
+
+
+class Flood(Protection):
+    """Redact a flood and escalate the sender; redactions, state and reactions do not count."""
+
+    name = "flood"
+    description = "more than max_messages messages in per_seconds (in one room, or across rooms)"
+    Settings = FloodSettings
+    # Messages and stickers only: counting redactions punished users whose clients auto-delete
+    # (Draupnir#187), and counting state or reactions punishes ordinary use.
+    event_types = frozenset({"m.room.message", "m.sticker"})
+
+    def __init__(self) -> None:
+        self.per_room = Windows()
+        self.across = Windows()
+
+    async def check(self, event: Event, settings: FloodSettings, ctx: Context) -> Sequence[Intent]:
+        """Count the message; report a violation when a window overflows."""
+        at = event_time(event.origin_server_ts, ctx.now())
+        key = (event.room_id, event.sender)
+        window = self.per_room.add(key, at, event.event_id, settings.per_seconds)
+        if len(window) > settings.max_messages:
+            self.per_room.clear(key)
+            return [self._violation(event, window, "flood", settings.max_messages, settings.per_seconds)]
+        across = self.across.add(event.sender, at, event.event_id, settings.per_seconds)
+        if len(across) > settings.cross_room_max_messages:
+            self.across.clear(event.sender)
+            return [
+                self._violation(
+                    event, across, "flood across rooms", settings.cross_room_max_messages, settings.per_seconds
+                )
+            ]
+        return []
+
+    @staticmethod
+    def _violation(event: Event, window: Sequence[tuple[float, str]], what: str, limit: int, per: float) -> Violation:
+        # Only this room's events can be redacted here; the cross-room ones are in other rooms.
+        others = tuple(item for _, item in window if item != event.event_id) if what == "flood" else ()
+        return Violation(
+            rule=f"flood: more than {limit} messages in {per:g}s" + (" across rooms" if what != "flood" else ""),
+            user=event.sender,
+            room_id=event.room_id,
+            evidence=Evidence(event.event_id, f"{len(window)} messages in {per:g}s"),
+            also_redact=others,
+        )
