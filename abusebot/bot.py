@@ -15,7 +15,7 @@ import json
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -73,6 +73,7 @@ class Bot:
         self.events_handled = 0
         self.hooks: list[EventHook] = []
         self._awaiting_invite: set[str] = set()
+        self._batch_tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self.ledger: Ledger
         self.hs: Homeserver
@@ -98,6 +99,7 @@ class Bot:
         )
         self.pipeline = Pipeline(cfg, self.store, self.moderation, self.ledger)
         await self.pipeline.load()
+        self.pipeline.spawn = self.spawn
         self.hooks.append(self.pipeline.handle)
         self.commands = CommandHandler(
             self.moderation, self.store, cfg.command_prefix, self.status_message, pipeline=self.pipeline
@@ -298,12 +300,20 @@ class Bot:
                 text = f"⚠️ I am no longer in {self.store.label(room_id)} ({room_id}); I cannot protect it."
                 log.error("removed_from_room", room_id=room_id)
                 await self.moderation.post(Message(text, html.escape(text)))
+        if self._batch_tasks:
+            # Actions started by this batch run concurrently; the checkpoint waits for all of them.
+            await asyncio.gather(*self._batch_tasks, return_exceptions=True)
+            self._batch_tasks.clear()
         next_batch = response.get("next_batch")
         if isinstance(next_batch, str):
             await self.ledger.commit_checkpoint(next_batch)
         self.last_sync_at = time.time()
         if handled:
             log.info("batch", events=handled, ms=round((time.perf_counter() - started) * 1000, 2))
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as part of the current batch (the checkpoint waits for it)."""
+        self._batch_tasks.add(asyncio.create_task(coro))
 
     async def _on_invite(self, room_id: str) -> None:
         # Accept invites only to the rooms we are configured for; ignore every other invite.

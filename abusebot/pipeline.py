@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import html
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -186,6 +186,8 @@ class Executor:
         self.ledger = ledger
         self.ladder = ladder
         self._locks: dict[str, asyncio.Task[None]] = {}
+        # One escalation at a time per user, so two violations in one batch climb two rungs.
+        self._user_locks: dict[str, asyncio.Lock] = {}
 
     async def run(self, intent: Intent, protection: str, mode: str, *, first_activity: bool = False) -> None:
         """Act on (or, observing, report) one intent."""
@@ -211,15 +213,27 @@ class Executor:
     async def _act_violation(self, v: Violation, protection: str, first_activity: bool) -> None:
         actor = Actor(f"protection:{protection}", "protection", v.evidence.event_id)
         key = v.evidence.event_id or f"{v.room_id}:{v.user}:{v.rule}"
-        if not await self.ledger.mark_processed(key, "violation"):
-            return  # another protection (or a replayed batch) already handled this event
-        # Remove the harm first; record and tell afterwards.
+        # Remove the harm first, before any bookkeeping: a redaction's transaction id is derived
+        # from the event id, so a second redaction of the same event (replay, two protections)
+        # is deduplicated by the homeserver and harmless.
+        redactions = None
         if v.redact:
             ids = [i for i in (v.evidence.event_id, *v.also_redact) if i]
-            await asyncio.gather(*(self._redact(v.room_id, event_id, v.rule) for event_id in ids))
-        await self.escalate(
-            v.user, v.rule, actor, severity=v.severity, first_activity=first_activity, evidence=v.evidence.excerpt
-        )
+            redactions = asyncio.gather(*(self._redact(v.room_id, event_id, v.rule) for event_id in ids))
+        try:
+            async with self._user_locks.setdefault(v.user, asyncio.Lock()):
+                if await self.ledger.mark_processed(key, "violation"):
+                    await self.escalate(
+                        v.user,
+                        v.rule,
+                        actor,
+                        severity=v.severity,
+                        first_activity=first_activity,
+                        evidence=v.evidence.excerpt,
+                    )
+        finally:
+            if redactions is not None:
+                await redactions
 
     async def _redact(self, room_id: str, event_id: str, rule: str) -> None:
         try:
@@ -395,6 +409,8 @@ class Pipeline:
         self.instances: dict[str, Protection] = {}
         self._active: set[tuple[str, str]] = set()
         self.errors = 0
+        #: How intents are run: awaited inline by default; the bot runs them as tasks of the batch.
+        self.spawn: Callable[[Coroutine[Any, Any, None]], object] = _inline
 
     async def load(self) -> None:
         """Build the protections from config plus what moderators changed (persisted)."""
@@ -434,11 +450,9 @@ class Pipeline:
                 continue
             for intent in intents:
                 found.append((name, intent))
-                try:
-                    await self.executor.run(intent, name, setup.mode, first_activity=first_activity)
-                except Exception as err:
-                    self.errors += 1
-                    log.exception("intent_failed", protection=name, event_id=event.event_id, error=repr(err))
+                result = self.spawn(self._run_intent(intent, name, setup.mode, first_activity, event.event_id))
+                if asyncio.iscoroutine(result):
+                    await result
         if event.type == "m.room.member" and event.membership == "join" and event.prev_membership != "join":
             self._active.discard(key)
         elif event.type != "m.room.member":
@@ -452,6 +466,13 @@ class Pipeline:
                 protections_hit=sorted({n for n, _ in found}),
             )
         return found
+
+    async def _run_intent(self, intent: Intent, name: str, mode: str, first_activity: bool, event_id: str) -> None:
+        try:
+            await self.executor.run(intent, name, mode, first_activity=first_activity)
+        except Exception as err:
+            self.errors += 1
+            log.exception("intent_failed", protection=name, event_id=event_id, error=repr(err))
 
     # -- moderator controls (persisted) -------------------------------------------------------------
 
@@ -492,6 +513,10 @@ class Pipeline:
 
 def _text(text: str) -> Message:
     return Message(text, html.escape(text))
+
+
+def _inline(coro: Coroutine[Any, Any, None]) -> Coroutine[Any, Any, None]:
+    return coro
 
 
 def _now_ms() -> int:
