@@ -32,7 +32,7 @@ from abusebot.safety import Staff, refusal
 log = structlog.get_logger("abusebot.actions")
 
 #: How long a DM may hold up a ban (it is sent first, but a slow DM must not shield a spammer).
-DM_BEFORE_BAN_TIMEOUT = 5.0
+DM_BEFORE_BAN_TIMEOUT = 0.5
 
 
 @attrs.frozen
@@ -81,7 +81,8 @@ class Moderation:
         self.api = api
         self.store = store
         self.bot_user_id = bot_user_id
-        self._dm_lock = asyncio.Lock()
+        # Per user, so one slow DM-room creation does not queue everyone else's notices.
+        self._dm_locks: dict[str, asyncio.Lock] = {}
         self.wake_scheduler: asyncio.Event = asyncio.Event()
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -123,9 +124,8 @@ class Moderation:
         if not self.config.notify_users:
             return False
         try:
-            async with self._dm_lock:
-                dms: dict[str, str] = await self.ledger.get_json("dm_rooms", {})
-                room_id = dms.get(user_id)
+            async with self._dm_locks.setdefault(user_id, asyncio.Lock()):
+                room_id = await self.dm_room(user_id)
                 if room_id is None:
                     room_id = await self.api.create_room(
                         {
@@ -135,13 +135,16 @@ class Moderation:
                             "name": "Moderation notices",
                         }
                     )
-                    dms[user_id] = room_id
-                    await self.ledger.set_json("dm_rooms", dms)
+                    await self.ledger.set_kv(f"dm_room:{user_id}", room_id)
             await self.api.send(room_id, message.content())
             return True
         except (MatrixError, HomeserverUnavailable) as err:
             log.warning("dm_failed", user_id=user_id, error=str(err))
             return False
+
+    async def dm_room(self, user_id: str) -> str | None:
+        """The room the bot DMs ``user_id`` in, if it made one already."""
+        return await self.ledger.get_kv(f"dm_room:{user_id}")
 
     def _notice(
         self,
@@ -200,6 +203,7 @@ class Moderation:
         failed: dict[str, str],
         undo: dict[str, Any] | None = None,
         dm_sent: bool | None = None,
+        quiet: bool = False,
     ) -> Outcome:
         """Settle the infraction's state from the per-room results, report it, build the reply."""
         detail: dict[str, Any] = {"rooms_done": done, "rooms_failed": failed}
@@ -233,7 +237,8 @@ class Moderation:
             infraction=infraction,
             extra=extra,
         )
-        await self.post(line)
+        if not quiet:
+            await self.post(line)
         log.info(
             "action",
             action=infraction.kind,
@@ -337,8 +342,14 @@ class Moderation:
         rule: str | None = None,
         level: int | None = None,
         next_step: str | None = None,
+        notify: bool = True,
+        quiet: bool = False,
     ) -> Outcome:
-        """Ban in every room of ``scope``; temporary when ``duration_s`` is given."""
+        """Ban in every room of ``scope``; temporary when ``duration_s`` is given.
+
+        ``notify=False`` skips the DM (policy-list bans of spammers); ``quiet=True`` skips the
+        management-room line (the caller posts one summary for many bans).
+        """
         why = self.check(subject, scope)
         if why:
             return await self._refuse("ban", subject, scope, actor, why)
@@ -355,18 +366,22 @@ class Moderation:
             level=level,
             source_event=actor.event_id,
         )
-        # Tell them first, while they can still read it; but never let a slow DM delay the ban long.
+        # Tell them first when a DM room exists (one quick send). Creating a DM room costs a
+        # homeserver several hundred ms, and a spammer must not stay in the room that long; the
+        # DM room is not a protected room, so the banned user can still read a notice sent after.
+        notice = self._notice("ban", scope, reason, duration_s, infraction, next_step)
         dm_sent: bool | None = None
-        with contextlib.suppress(asyncio.TimeoutError):
-            dm_sent = await asyncio.wait_for(
-                self.tell_user(subject, self._notice("ban", scope, reason, duration_s, infraction, next_step)),
-                DM_BEFORE_BAN_TIMEOUT,
-            )
+        dm_first = notify and await self.dm_room(subject) is not None
+        if dm_first:
+            with contextlib.suppress(asyncio.TimeoutError):
+                dm_sent = await asyncio.wait_for(self.tell_user(subject, notice), DM_BEFORE_BAN_TIMEOUT)
         done, failed = await self._per_room(scope.rooms, lambda room: self.api.ban(room, subject, reason))
+        if notify and not dm_first:
+            dm_sent = await self.tell_user(subject, notice)
         if done:
             await self._supersede(subject, "ban", scope, actor, infraction.id)
         return await self._finish(
-            infraction, verb="Banned", actor=actor, scope=scope, done=done, failed=failed, dm_sent=dm_sent
+            infraction, verb="Banned", actor=actor, scope=scope, done=done, failed=failed, dm_sent=dm_sent, quiet=quiet
         )
 
     async def unban(self, subject: str, reason: str, actor: Actor, scope: Scope) -> Outcome:

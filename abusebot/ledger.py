@@ -441,6 +441,16 @@ class Ledger:
             rows = await cur.fetchall()
         return [_infraction(row) for row in rows]
 
+    async def active_by_rule(self, origin: str, rule: str) -> list[Infraction]:
+        """Active infractions made by ``origin`` because of ``rule`` (e.g. one policy-list rule)."""
+        async with self._db.execute(
+            f"SELECT {_INFRACTION_COLUMNS} FROM infractions WHERE state = 'active' AND origin = ? AND rule = ?"
+            " ORDER BY id",
+            (origin, rule),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_infraction(row) for row in rows]
+
     async def counts(self) -> dict[str, int]:
         """Counts for ``!mod status``: infractions by state, audit rows, pending lifts."""
         result: dict[str, int] = {}
