@@ -218,8 +218,9 @@ class Executor:
         # is deduplicated by the homeserver and harmless.
         redactions = None
         if v.redact:
-            ids = [i for i in (v.evidence.event_id, *v.also_redact) if i]
-            redactions = asyncio.gather(*(self._redact(v.room_id, event_id, v.rule) for event_id in ids))
+            ids = [(v.room_id, i) for i in (v.evidence.event_id, *v.also_redact) if i]
+            ids += v.also_redact_elsewhere
+            redactions = asyncio.gather(*(self._redact(room_id, event_id, v.rule) for room_id, event_id in ids))
         try:
             async with self._user_locks.setdefault(v.user, asyncio.Lock()):
                 if await self.ledger.mark_processed(key, "violation"):

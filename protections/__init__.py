@@ -57,6 +57,9 @@ class Violation:
     redact: bool = True
     #: The other events to remove with it (e.g. the rest of a flood).
     also_redact: tuple[str, ...] = ()
+    #: ``(room_id, event_id)`` of events in other rooms to remove with it (e.g. the same spam
+    #: posted in several rooms).
+    also_redact_elsewhere: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen
@@ -190,7 +193,21 @@ def build_settings(settings_class: type[S], values: Mapping[str, Any], base: S |
             return attrs.evolve(base, **changes)
         return settings_class(**changes)
     except (ValueError, TypeError) as err:
-        raise SettingsError(next(iter(changes), "settings"), "a valid value", str(err)) from err
+        raise SettingsError(_bad_key(settings_class, changes, base), "a valid value", str(err)) from err
+
+
+def _bad_key(settings_class: type[S], changes: Mapping[str, Any], base: S | None) -> str:
+    """The first of ``changes`` that its validator refuses on its own (for the error message)."""
+    try:
+        start = base if base is not None else settings_class()
+        for key, value in changes.items():
+            try:
+                attrs.evolve(start, **{key: value})
+            except (ValueError, TypeError):
+                return key
+    except (ValueError, TypeError):
+        pass
+    return next(iter(changes), "settings")
 
 
 def load_all() -> Mapping[str, type[Protection]]:

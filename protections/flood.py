@@ -44,7 +44,8 @@ class Flood(Protection):
         if len(window) > settings.max_messages:
             self.per_room.clear(key)
             return [self._violation(event, window, "flood", settings.max_messages, settings.per_seconds)]
-        across = self.across.add(event.sender, at, event.event_id, settings.per_seconds)
+        # Items carry their room so a violation across rooms can remove every copy.
+        across = self.across.add(event.sender, at, f"{event.room_id}\n{event.event_id}", settings.per_seconds)
         if len(across) > settings.cross_room_max_messages:
             self.across.clear(event.sender)
             return [
@@ -56,12 +57,18 @@ class Flood(Protection):
 
     @staticmethod
     def _violation(event: Event, window: Sequence[tuple[float, str]], what: str, limit: int, per: float) -> Violation:
-        # Only this room's events can be redacted here; the cross-room ones are in other rooms.
-        others = tuple(item for _, item in window if item != event.event_id) if what == "flood" else ()
+        if what == "flood":
+            others = tuple(item for _, item in window if item != event.event_id)
+            elsewhere: tuple[tuple[str, str], ...] = ()
+        else:
+            located = [tuple(item.split("\n", 1)) for _, item in window]
+            others = tuple(eid for room, eid in located if room == event.room_id and eid != event.event_id)
+            elsewhere = tuple((room, eid) for room, eid in located if room != event.room_id)
         return Violation(
             rule=f"flood: more than {limit} messages in {per:g}s" + (" across rooms" if what != "flood" else ""),
             user=event.sender,
             room_id=event.room_id,
             evidence=Evidence(event.event_id, f"{len(window)} messages in {per:g}s"),
             also_redact=others,
+            also_redact_elsewhere=elsewhere,
         )

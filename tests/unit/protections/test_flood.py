@@ -55,6 +55,7 @@ class TestFlood:
             intents += await flood.check(message("@u:x", room=f"!r{i % 3}"), SETTINGS, ctx)
         assert len(intents) == 1
         assert "across rooms" in intents[0].rule
+        assert len(intents[0].also_redact) + len(intents[0].also_redact_elsewhere) == 5
 
     async def test_replayed_backlog_is_counted_at_its_own_time(self) -> None:
         """Old messages replayed after a restart (a minute apart in reality) are not a flood."""
