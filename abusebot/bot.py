@@ -31,6 +31,7 @@ from abusebot.matrix import Api, Homeserver, HomeserverUnavailable, MatrixError,
 from abusebot.pipeline import Pipeline
 from abusebot.rooms import RoomStore
 from abusebot.scheduler import ExpiryScheduler
+from policies.lists import PolicyManager
 
 log = structlog.get_logger("abusebot.bot")
 
@@ -83,6 +84,7 @@ class Bot:
         self.commands: CommandHandler
         self.scheduler: ExpiryScheduler
         self.pipeline: Pipeline
+        self.policies: PolicyManager
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -100,12 +102,21 @@ class Bot:
         self.pipeline = Pipeline(cfg, self.store, self.moderation, self.ledger)
         await self.pipeline.load()
         self.pipeline.spawn = self.spawn
+        self.policies = PolicyManager(cfg, self.store, self.moderation, self.ledger)
+        # Policy lists first: a listed user who joins is banned before protections look at them.
+        self.hooks.append(self.policies.handle)
         self.hooks.append(self.pipeline.handle)
         self.commands = CommandHandler(
-            self.moderation, self.store, cfg.command_prefix, self.status_message, pipeline=self.pipeline
+            self.moderation,
+            self.store,
+            cfg.command_prefix,
+            self.status_message,
+            pipeline=self.pipeline,
+            policies=self.policies,
         )
         self.scheduler = ExpiryScheduler(self.ledger, self.moderation, alert_after=cfg.expiry_alert_after)
         await self._join_rooms()
+        await self.policies.load()
         if await self.ledger.get_kv("sync_token") is None:
             await self._first_sync()
         self.scheduler.start()
@@ -123,6 +134,8 @@ class Bot:
             await self.scheduler.stop()
         with contextlib.suppress(AttributeError):
             await self.pipeline.executor.close()
+        with contextlib.suppress(AttributeError):
+            await self.policies.close()
         with contextlib.suppress(AttributeError):
             await self.queue.close()
         with contextlib.suppress(AttributeError):
@@ -282,7 +295,11 @@ class Bot:
             await asyncio.wait_for(self._stop.wait(), seconds)
 
     def _relevant(self, room_id: str) -> bool:
-        return room_id == self.store.management_id or self.store.is_protected(room_id)
+        return (
+            room_id == self.store.management_id
+            or self.store.is_protected(room_id)
+            or (hasattr(self, "policies") and self.policies.is_list_room(room_id))
+        )
 
     async def handle_sync(self, response: Mapping[str, Any], since: str | None) -> None:
         """Handle one sync batch, then commit its checkpoint."""
@@ -320,6 +337,10 @@ class Bot:
         wanted = {*self.config.protected_rooms, *self._awaiting_invite}
         if room_id not in wanted and not self._relevant(room_id):
             log.info("invite_ignored", room_id=room_id)
+            return
+        banned = self.policies.is_room_banned(room_id)
+        if banned is not None:
+            log.warning("invite_refused", room_id=room_id, list=banned.list_room, entity=banned.entity)
             return
         try:
             await self._join(room_id)
@@ -383,6 +404,9 @@ class Bot:
         if event.origin_server_ts:
             self.last_event_ts = event.origin_server_ts
         if event.sender == self.hs.user_id:
+            # Never react to ourselves; but our own published rules are rules like any other.
+            if event.is_state and self.policies.is_list_room(event.room_id):
+                await self.policies.handle(event)
             return
         bound = log.bind(room_id=event.room_id, event_id=event.event_id, sender=event.sender)
         try:
@@ -459,7 +483,12 @@ class Bot:
 
     def status_lines(self) -> Sequence[str]:
         """Extra status lines from plug-ins (protections, policy lists)."""
-        return ["Protections:", *(f"  • {line}" for line in self.pipeline.describe())]
+        return [
+            "Protections:",
+            *(f"  • {line}" for line in self.pipeline.describe()),
+            "Policy lists:",
+            *(f"  • {line}" for line in self.policies.describe()),
+        ]
 
 
 def _system_actor(event: Event) -> Any:

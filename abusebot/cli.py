@@ -17,10 +17,12 @@ EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 def _load(path: str) -> Config | None:
     from abusebot.pipeline import validate
+    from policies.lists import parse_policy_config
 
     try:
         config = load_config(path)
         validate(config)  # the protections and escalation sections
+        parse_policy_config(config)
         return config
     except ConfigError as err:
         print(f"abusebot: config error: {err}", file=sys.stderr)

@@ -27,6 +27,7 @@ from abusebot.matrix import HomeserverUnavailable, MatrixError
 from abusebot.pipeline import Pipeline
 from abusebot.rooms import RoomStore
 from abusebot.safety import can_command
+from policies.lists import ListOptions, PolicyManager
 
 log = structlog.get_logger("abusebot.commands")
 
@@ -156,7 +157,11 @@ SPECS: Mapping[str, Spec] = {
     ),
     "unmute": Spec("unmute <user> [reason…]", "Lift a user's mute, restoring their old power level."),
     "kick": Spec("kick <user> [reason…]", "Remove a user from the rooms; they may rejoin."),
-    "ban": Spec("ban <user> [duration] [reason…]", "Ban a user; without a duration the ban is permanent."),
+    "ban": Spec(
+        "ban <user> [duration] [reason…] [--list|--no-list]",
+        "Ban a user; without a duration the ban is permanent. With a published policy list, permanent bans "
+        "(or any ban with --list) are also written to it.",
+    ),
     "unban": Spec("unban <user> [reason…]", "Lift a user's ban."),
     "redact": Spec(
         "redact <user> [count]", f"Remove the user's recent messages (default {DEFAULT_REDACT_COUNT} per room)."
@@ -174,7 +179,16 @@ SPECS: Mapping[str, Spec] = {
         "List the protections, or change one (persisted).",
         room_admins=False,
     ),
+    "lists": Spec(
+        "lists [watch <room> [--dont-apply] [--allow] [--no-auto-unban] | unwatch <room> | preview <room>"
+        " | create <#alias:server>]",
+        "Policy lists: show them, follow or stop following one, preview what one would do, create ours.",
+        room_admins=False,
+    ),
 }
+
+#: Flags some commands take; anything else starting with -- is part of the reason.
+FLAGS = frozenset({"--list", "--no-list", "--dont-apply", "--allow", "--no-auto-unban"})
 
 
 @attrs.frozen
@@ -190,6 +204,7 @@ class Parsed:
     room: str | None = None
     topic: str | None = None
     words: tuple[str, ...] = ()
+    flags: frozenset[str] = frozenset()
 
 
 def _take_room_flag(words: list[str], command: str) -> tuple[list[str], str | None]:
@@ -235,6 +250,14 @@ def parse_command(text: str, prefix: str = "!mod") -> Parsed:
     if name not in SPECS:
         raise UsageError("help", f"unknown command {words[1][:40]!r}")
     args, room = _take_room_flag(words[2:], name)
+    flags = frozenset(word for word in args if word in FLAGS)
+    args = [word for word in args if word not in FLAGS]
+    allowed = {"ban": {"--list", "--no-list"}, "lists": {"--dont-apply", "--allow", "--no-auto-unban"}}
+    stray = flags - allowed.get(name, set())
+    if stray:
+        raise UsageError(name, f"{name} does not take {', '.join(sorted(stray))}")
+    if {"--list", "--no-list"} <= flags:
+        raise UsageError(name, "--list and --no-list contradict each other")
 
     if name == "help":
         return Parsed(name, topic=args[0].lower() if args else None)
@@ -242,6 +265,8 @@ def parse_command(text: str, prefix: str = "!mod") -> Parsed:
         return Parsed(name, room=room)
     if name == "protections":
         return _parse_protections(args)
+    if name == "lists":
+        return _parse_lists(args, flags)
     if name == "pardon":
         if not args:
             raise UsageError(name, "which infraction? Give its id, e.g. 12 or #12.")
@@ -306,6 +331,25 @@ def _parse_protections(args: list[str]) -> Parsed:
     raise UsageError("protections", f"unknown sub-command {args[0][:30]!r}")
 
 
+def _parse_lists(args: list[str], flags: frozenset[str]) -> Parsed:
+    if not args:
+        if flags:
+            raise UsageError("lists", "options go with watch")
+        return Parsed("lists")
+    verb = args[0].lower()
+    if verb not in ("watch", "unwatch", "preview", "create"):
+        raise UsageError("lists", f"unknown sub-command {args[0][:30]!r}")
+    if len(args) != 2:
+        raise UsageError("lists", f"'{verb}' takes one room")
+    if verb == "create" and not (args[1].startswith("#") and ":" in args[1]):
+        raise UsageError("lists", "create takes an alias like #ourbans:example.org")
+    if verb != "create" and not ROOM_REF.fullmatch(args[1]):
+        raise UsageError("lists", f"{args[1][:60]!r} is not a room id or alias")
+    if flags and verb != "watch":
+        raise UsageError("lists", "options go with watch")
+    return Parsed("lists", words=(verb, args[1]), flags=flags)
+
+
 def help_message(prefix: str, topic: str | None) -> Message:
     """The help text: all commands, or one."""
     if topic and topic in SPECS:
@@ -347,12 +391,14 @@ class CommandHandler:
         prefix: str,
         status: StatusProvider,
         pipeline: Pipeline | None = None,
+        policies: PolicyManager | None = None,
     ) -> None:
         self.moderation = moderation
         self.store = store
         self.prefix = prefix
         self.status = status
         self.pipeline = pipeline
+        self.policies = policies
 
     def is_command(self, event: Event) -> str | None:
         """The command text when ``event`` addresses the bot, else ``None``."""
@@ -440,6 +486,8 @@ class CommandHandler:
             return await self.status()
         if parsed.name == "protections":
             return await self._protections(parsed, actor)
+        if parsed.name == "lists":
+            return await self._lists(parsed, actor)
         if parsed.name == "history":
             assert parsed.user is not None
             infractions = await m.ledger.history(parsed.user, limit=25)
@@ -485,11 +533,60 @@ class CommandHandler:
                 duration_s=parsed.duration_s,
                 level=ladder.level_for("ban", parsed.duration_s) if ladder else None,
             )
+            if outcome.ok and self._publishes(parsed):
+                assert self.policies is not None
+                await self.policies.publish_ban(user, reason or "banned by the moderators")
+                outcome = attrs.evolve(outcome, summary=outcome.summary + "; published to our policy list")
         elif parsed.name == "unban":
             outcome = await m.unban(user, reason or "unbanned by a moderator", actor, scope)
+            if self.policies is not None and scope.key == "*" and await self.policies.unpublish(user):
+                outcome = attrs.evolve(outcome, summary=outcome.summary + "; removed from our policy list")
         else:  # redact
             outcome = await m.redact(user, parsed.count or DEFAULT_REDACT_COUNT, "removed by a moderator", actor, scope)
         return _reply(outcome)
+
+    def _publishes(self, parsed: Parsed) -> bool:
+        """Whether a ban goes to our published list: --list always, --no-list never, and by default
+        permanent bans when a list is set (a temporary ban is not for other communities)."""
+        if self.policies is None or self.policies.publish_room is None or "--no-list" in parsed.flags:
+            return False
+        return "--list" in parsed.flags or parsed.duration_s is None
+
+    async def _lists(self, parsed: Parsed, actor: Actor) -> Message:
+        """``!mod lists``: show, watch, unwatch, preview or create policy lists."""
+        policies = self.policies
+        if policies is None:
+            return _text("Policy lists are not loaded.")
+        if not parsed.words:
+            return _text("Policy lists:\n" + "\n".join(policies.describe()))
+        verb, room = parsed.words
+        if verb == "watch":
+            options = ListOptions(
+                apply="--dont-apply" not in parsed.flags,
+                allow="--allow" in parsed.flags,
+                auto_unban="--no-auto-unban" not in parsed.flags,
+            )
+            count = await policies.watch(room, options)
+            text = f"✅ Watching {room}: {count} rules, {options.describe()}."
+        elif verb == "unwatch":
+            removed = await policies.unwatch(room)
+            if removed < 0:
+                raise UsageError("lists", f"I am not watching {room}")
+            text = f"✅ No longer watching {room}: {removed} rules dropped (bans already made stay)."
+        elif verb == "preview":
+            return await policies.preview(room)
+        else:
+            room_id = await policies.create_list(room)
+            text = f"✅ Created the policy list {room} ({room_id}); bans are published there from now on."
+        await self.moderation.ledger.audit(
+            actor=actor.name,
+            action=f"lists_{verb}",
+            outcome="done",
+            room=room,
+            event_id=actor.event_id,
+            detail={"flags": sorted(parsed.flags)},
+        )
+        return _text(text)
 
     async def _protections(self, parsed: Parsed, actor: Actor) -> Message:
         """``!mod protections``: list, or change one protection (validated, persisted)."""
