@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import re
+import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
 from html.parser import HTMLParser
 from typing import Any
@@ -118,13 +119,21 @@ def command_text(event: Event) -> str | None:
         try:
             parser.feed(event.formatted_body)
             parser.close()
-            return " ".join("".join(parser.parts).split())
+            return _clean("".join(parser.parts))
         except Exception:  # malformed HTML: fall back to the plain body
             pass
     if event.body is None:
         return None
     lines = [line for line in event.body.splitlines() if not line.startswith("> ")]
-    return " ".join(" ".join(lines).split())
+    return _clean(" ".join(lines))
+
+
+def _clean(text: str) -> str:
+    """Collapse whitespace and drop invisible format characters (zero-width, bidi controls):
+    a client that appends one must not turn ``!mod status`` into an unknown command."""
+    if not text.isascii():
+        text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return " ".join(text.split())
 
 
 # -- parsing -----------------------------------------------------------------------------------

@@ -286,3 +286,20 @@ class TestCommandText:
     def test_wrongly_typed_body_is_not_a_command(self) -> None:
         """A body that is not a string yields no command text (and does not raise)."""
         assert command_text(message({"msgtype": "m.text", "body": ["!mod", "status"]})) is None
+
+
+class TestInvisibleCharacters:
+    def test_zero_width_and_bidi_characters_are_dropped_from_commands(self) -> None:
+        """A trailing zero-width space or an embedded bidi control does not change the command."""
+        from abusebot.events import parse_event
+
+        raw = {
+            "event_id": "$z",
+            "sender": "@m:x",
+            "type": "m.room.message",
+            "origin_server_ts": 1,
+            "content": {"msgtype": "m.text", "body": "!mod sta\u200btus\u202e\u200b"},
+        }
+        event = parse_event(raw, "!r")
+        assert event is not None
+        assert command_text(event) == "!mod status"
