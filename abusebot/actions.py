@@ -165,6 +165,37 @@ class Moderation:
             next_step=next_step,
         )
 
+    async def _refused(self, action: str, subject: str, scope: Scope, actor: Actor) -> Outcome | None:
+        """The refusal (recorded and explained) when the bot must not act on ``subject``, else None."""
+        why = self.check(subject, scope)
+        return await self._refuse(action, subject, scope, actor, why) if why else None
+
+    async def _record(
+        self,
+        kind: str,
+        subject: str,
+        reason: str,
+        actor: Actor,
+        scope: Scope,
+        *,
+        duration_s: int | None = None,
+        rule: str | None = None,
+        level: int | None = None,
+    ) -> Infraction:
+        """Record the infraction as pending, before acting (a crash leaves it visible, never lost)."""
+        return await self.ledger.add_infraction(
+            subject=subject,
+            kind=kind,
+            scope=scope.key,
+            reason=reason,
+            actor=actor.name,
+            origin=actor.origin,
+            expires_at=now_ms() + duration_s * 1000 if duration_s else None,
+            rule=rule,
+            level=level,
+            source_event=actor.event_id,
+        )
+
     async def _refuse(self, action: str, subject: str, scope: Scope, actor: Actor, why: str) -> Outcome:
         await self.ledger.audit(
             actor=actor.name,
@@ -310,20 +341,10 @@ class Moderation:
         next_step: str | None = None,
     ) -> Outcome:
         """A warning: recorded, told to the user, posted."""
-        why = self.check(subject, scope)
-        if why:
-            return await self._refuse("warning", subject, scope, actor, why)
-        infraction = await self.ledger.add_infraction(
-            subject=subject,
-            kind="warning",
-            scope=scope.key,
-            reason=reason,
-            actor=actor.name,
-            origin=actor.origin,
-            rule=rule,
-            level=level,
-            source_event=actor.event_id,
-        )
+        refused = await self._refused("warning", subject, scope, actor)
+        if refused:
+            return refused
+        infraction = await self._record("warning", subject, reason, actor, scope, rule=rule, level=level)
         dm = await self.tell_user(subject, self._notice("warning", scope, reason, None, infraction, next_step))
         return await self._finish(
             infraction, verb="Warned", actor=actor, scope=Scope(scope.key, ()), done=[], failed={}, dm_sent=dm
@@ -350,21 +371,11 @@ class Moderation:
         ``notify=False`` skips the DM (policy-list bans of spammers); ``quiet=True`` skips the
         management-room line (the caller posts one summary for many bans).
         """
-        why = self.check(subject, scope)
-        if why:
-            return await self._refuse("ban", subject, scope, actor, why)
-        expires = now_ms() + duration_s * 1000 if duration_s else None
-        infraction = await self.ledger.add_infraction(
-            subject=subject,
-            kind="ban",
-            scope=scope.key,
-            reason=reason,
-            actor=actor.name,
-            origin=actor.origin,
-            expires_at=expires,
-            rule=rule,
-            level=level,
-            source_event=actor.event_id,
+        refused = await self._refused("ban", subject, scope, actor)
+        if refused:
+            return refused
+        infraction = await self._record(
+            "ban", subject, reason, actor, scope, duration_s=duration_s, rule=rule, level=level
         )
         # Tell them first when a DM room exists (one quick send). Creating a DM room costs a
         # homeserver several hundred ms, and a spammer must not stay in the room that long; the
@@ -418,21 +429,13 @@ class Moderation:
 
     async def kick(self, subject: str, reason: str, actor: Actor, scope: Scope) -> Outcome:
         """Kick from every room of ``scope`` where the user is present."""
-        why = self.check(subject, scope)
-        if why:
-            return await self._refuse("kick", subject, scope, actor, why)
+        refused = await self._refused("kick", subject, scope, actor)
+        if refused:
+            return refused
         present = [r for r in scope.rooms if await self._membership(r, subject) in ("join", "invite", "knock")]
         if not present:
             return Outcome(False, f"{subject} is not in {self.where(scope)}.")
-        infraction = await self.ledger.add_infraction(
-            subject=subject,
-            kind="kick",
-            scope=scope.key,
-            reason=reason,
-            actor=actor.name,
-            origin=actor.origin,
-            source_event=actor.event_id,
-        )
+        infraction = await self._record("kick", subject, reason, actor, scope)
         dm = await self.tell_user(subject, self._notice("kick", scope, reason, None, infraction))
         done, failed = await self._per_room(present, lambda room: self.api.kick(room, subject, reason))
         return await self._finish(
@@ -460,21 +463,11 @@ class Moderation:
         next_step: str | None = None,
     ) -> Outcome:
         """Set the user's power level below ``events_default`` in each room, remembering the old one."""
-        why = self.check(subject, scope)
-        if why:
-            return await self._refuse("mute", subject, scope, actor, why)
-        expires = now_ms() + duration_s * 1000 if duration_s else None
-        infraction = await self.ledger.add_infraction(
-            subject=subject,
-            kind="mute",
-            scope=scope.key,
-            reason=reason,
-            actor=actor.name,
-            origin=actor.origin,
-            expires_at=expires,
-            rule=rule,
-            level=level,
-            source_event=actor.event_id,
+        refused = await self._refused("mute", subject, scope, actor)
+        if refused:
+            return refused
+        infraction = await self._record(
+            "mute", subject, reason, actor, scope, duration_s=duration_s, rule=rule, level=level
         )
         # An active mute already holds the level to restore; carry it over instead of the muted one.
         carried: dict[str, Any] = {}
@@ -582,9 +575,9 @@ class Moderation:
 
     async def redact(self, subject: str, count: int, reason: str, actor: Actor, scope: Scope) -> Outcome:
         """Redact the user's ``count`` most recent messages in each room of ``scope``."""
-        why = self.check(subject, scope)
-        if why:
-            return await self._refuse("redact", subject, scope, actor, why)
+        refused = await self._refused("redact", subject, scope, actor)
+        if refused:
+            return refused
 
         async def redact_in(room_id: str) -> int:
             events = await self.recent_events(room_id, subject, count)

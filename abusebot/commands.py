@@ -306,7 +306,7 @@ def parse_command(text: str, prefix: str = "!mod") -> Parsed:
             except DurationError as err:
                 raise UsageError(name, str(err)) from err
             rest = rest[1:]
-        return Parsed(name, user=user, duration_s=duration, reason=_reason(rest), room=room)
+        return Parsed(name, user=user, duration_s=duration, reason=_reason(rest), room=room, flags=flags)
     if name == "redact":
         count = DEFAULT_REDACT_COUNT
         if rest:

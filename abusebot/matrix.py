@@ -336,35 +336,26 @@ class Api:
     async def _write(self, priority: int, method: str, path: str, body: Any, label: str) -> Any:
         return await self.queue.submit(Write(priority, method, path, body, label))
 
-    async def ban(self, room_id: str, user_id: str, reason: str) -> None:
-        """Ban ``user_id`` from ``room_id``."""
+    async def _membership(self, action: str, priority: int, room_id: str, user_id: str, reason: str) -> None:
         await self._write(
-            Priority.BAN,
+            priority,
             "POST",
-            f"{API}/rooms/{q(room_id)}/ban",
+            f"{API}/rooms/{q(room_id)}/{action}",
             {"user_id": user_id, "reason": reason},
-            f"ban {user_id} in {room_id}",
+            f"{action} {user_id} in {room_id}",
         )
+
+    async def ban(self, room_id: str, user_id: str, reason: str) -> None:
+        """Ban ``user_id`` from ``room_id`` (ahead of everything else in the queue)."""
+        await self._membership("ban", Priority.BAN, room_id, user_id, reason)
 
     async def unban(self, room_id: str, user_id: str, reason: str) -> None:
         """Lift a ban."""
-        await self._write(
-            Priority.MEMBERSHIP,
-            "POST",
-            f"{API}/rooms/{q(room_id)}/unban",
-            {"user_id": user_id, "reason": reason},
-            f"unban {user_id} in {room_id}",
-        )
+        await self._membership("unban", Priority.MEMBERSHIP, room_id, user_id, reason)
 
     async def kick(self, room_id: str, user_id: str, reason: str) -> None:
         """Kick a member."""
-        await self._write(
-            Priority.MEMBERSHIP,
-            "POST",
-            f"{API}/rooms/{q(room_id)}/kick",
-            {"user_id": user_id, "reason": reason},
-            f"kick {user_id} in {room_id}",
-        )
+        await self._membership("kick", Priority.MEMBERSHIP, room_id, user_id, reason)
 
     async def redact(
         self, room_id: str, event_id: str, reason: str, txn: str | None = None, priority: int = Priority.REDACT

@@ -270,19 +270,9 @@ class Executor:
         step = decision.step
         if step.kind == "warning":
             outcome = await m.warn(user, text, actor, scope, rule=rule, level=decision.level, next_step=next_step)
-        elif step.kind == "mute":
-            outcome = await m.mute(
-                user,
-                text,
-                actor,
-                scope,
-                duration_s=step.duration_s,
-                rule=rule,
-                level=decision.level,
-                next_step=next_step,
-            )
         else:
-            outcome = await m.ban(
+            sanction = m.mute if step.kind == "mute" else m.ban
+            outcome = await sanction(
                 user,
                 text,
                 actor,

@@ -247,7 +247,7 @@ class TestCommandHandlerChecksFirst:
         handler = CommandHandler(make_moderation(store, FakeLedger(), api), store, "!mod", _no_status)
         await handler.handle(command(MOD, MANAGEMENT, "!mod ban not-a-user --room"))
         assert [(room, content["body"].splitlines()[-1]) for room, content in api.sent] == [
-            (MANAGEMENT, "Usage: !mod ban <user> [duration] [reason…]")
+            (MANAGEMENT, "Usage: !mod ban <user> [duration] [reason…] [--list|--no-list]")
         ]
 
     @pytest.fixture
