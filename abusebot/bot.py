@@ -334,6 +334,8 @@ class Bot:
 
     async def _on_invite(self, room_id: str) -> None:
         # Accept invites only to the rooms we are configured for; ignore every other invite.
+        if await self.policies.on_invite(room_id):
+            return  # a watched list we could not join at start
         wanted = {*self.config.protected_rooms, *self._awaiting_invite}
         if room_id not in wanted and not self._relevant(room_id):
             log.info("invite_ignored", room_id=room_id)
@@ -348,7 +350,7 @@ class Bot:
             log.warning("invite_join_failed", room_id=room_id, error=str(err))
             return
         self._awaiting_invite.discard(room_id)
-        if room_id != self.store.management_id:
+        if room_id != self.store.management_id and not self.policies.is_list_room(room_id):
             self.store.protect(room_id)
         log.info("accepted_invite", room_id=room_id)
 

@@ -542,7 +542,7 @@ class CommandHandler:
                 duration_s=parsed.duration_s,
                 level=ladder.level_for("ban", parsed.duration_s) if ladder else None,
             )
-            if outcome.ok and self._publishes(parsed):
+            if outcome.ok and self._publishes(parsed, scope):
                 assert self.policies is not None
                 await self.policies.publish_ban(user, reason or "banned by the moderators")
                 outcome = attrs.evolve(outcome, summary=outcome.summary + "; published to our policy list")
@@ -554,10 +554,13 @@ class CommandHandler:
             outcome = await m.redact(user, parsed.count or DEFAULT_REDACT_COUNT, "removed by a moderator", actor, scope)
         return _reply(outcome)
 
-    def _publishes(self, parsed: Parsed) -> bool:
+    def _publishes(self, parsed: Parsed, scope: Scope) -> bool:
         """Whether a ban goes to our published list: --list always, --no-list never, and by default
-        permanent bans when a list is set (a temporary ban is not for other communities)."""
+        permanent bans when a list is set (a temporary ban is not for other communities). Never a
+        ban narrowed to one room: we apply our own list, so it would become a ban everywhere."""
         if self.policies is None or self.policies.publish_room is None or "--no-list" in parsed.flags:
+            return False
+        if scope.key != "*":
             return False
         return "--list" in parsed.flags or parsed.duration_s is None
 

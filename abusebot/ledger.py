@@ -451,6 +451,16 @@ class Ledger:
             rows = await cur.fetchall()
         return [_infraction(row) for row in rows]
 
+    async def active_by_origin(self, origin: str, kind: str) -> list[Infraction]:
+        """Active infractions of ``kind`` made by ``origin`` (e.g. every policy-list ban)."""
+        async with self._db.execute(
+            f"SELECT {_INFRACTION_COLUMNS} FROM infractions WHERE state = 'active' AND origin = ? AND kind = ?"
+            " ORDER BY id",
+            (origin, kind),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_infraction(row) for row in rows]
+
     async def counts(self) -> dict[str, int]:
         """Counts for ``!mod status``: infractions by state, audit rows, pending lifts."""
         result: dict[str, int] = {}

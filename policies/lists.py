@@ -125,6 +125,8 @@ class PolicyManager:
         self.publish_room: str | None = None
         self.unsafe: dict[str, str] = {}
         self._rules: dict[str, Rule] = {}
+        #: Lists we could not join at start (room id → options): loaded when the bot is invited.
+        self.awaiting_invite: dict[str, ListOptions] = {}
         self._lock = asyncio.Lock()
         self._acl_task: asyncio.Task[None] | None = None
         self.own_server = moderation.bot_user_id.split(":", 1)[1]
@@ -148,14 +150,41 @@ class PolicyManager:
                 wanted.setdefault(self.publish_room, ListOptions())
             except (MatrixError, HomeserverUnavailable) as err:
                 log.error("cannot_join_publish_list", room=publish, error=str(err))
+        loaded: set[str] = set()
         for number, (room, options) in enumerate(wanted.items(), 1):
             try:
                 await self.watch(room, options, persist=False, apply=False)
+                loaded.update(r for r in self.lists if r == room or self.aliases.get(r) == room)
             except (MatrixError, HomeserverUnavailable) as err:
                 # A list we cannot load is unknown, never empty: its rules are simply not applied.
-                log.error("cannot_load_list", room=room, error=str(err))
+                log.error("cannot_load_list", room=room, error=str(err), note="will load it when invited")
+                await self._await_invite(room, options)
             log.info("lists_loading", done=number, total=len(wanted))
         await self.apply_everything()
+        await self._lift_orphaned(loaded)
+
+    async def _await_invite(self, room: str, options: ListOptions) -> None:
+        room_id = room
+        if room.startswith("#"):
+            try:
+                room_id = await self.api.hs.resolve_alias(room)
+            except (MatrixError, HomeserverUnavailable):
+                return
+            self.aliases[room_id] = room
+        self.awaiting_invite[room_id] = options
+
+    async def on_invite(self, room_id: str) -> bool:
+        """An invite to a list we could not load at start: load and apply it now. True when the
+        invite was to such a list (handled here, whatever the outcome)."""
+        options = self.awaiting_invite.pop(room_id, None)
+        if options is None:
+            return False
+        try:
+            await self.watch(room_id, options, persist=False)
+        except (MatrixError, HomeserverUnavailable) as err:
+            self.awaiting_invite[room_id] = options
+            log.warning("cannot_load_list", room=room_id, error=str(err))
+        return True
 
     async def _join(self, room: str) -> str:
         room_id = await self.api.join(room)
@@ -437,6 +466,33 @@ class PolicyManager:
                 f"— lifted the ban(s) I made because of it: {', '.join(lifted)}"
             )
 
+    async def _lift_orphaned(self, loaded: set[str]) -> None:
+        """Lift bans whose rule went away while the bot was stopped, as a live removal would: the
+        catch-up sync may never show the removal (and a rule not loaded is not forgotten then)."""
+        lifted: dict[str, list[str]] = {}
+        for inf in await self.ledger.active_by_origin("policy_list", "ban"):
+            ref = inf.rule or ""
+            list_room = ref.split(" ", 1)[0]
+            options = self.lists.get(list_room)
+            if list_room not in loaded or options is None or not options.auto_unban:
+                continue  # a list we could not load is unknown, never empty
+            rule = self._rules.get(ref)
+            if (rule is not None and rule.is_ban) or ref in self.unsafe or self.ban_rules("user", inf.subject):
+                continue
+            _, failed = await self.moderation.undo(inf)
+            if failed:
+                log.warning("revoke_failed", infraction_id=inf.id, failed=failed)
+                continue
+            await self.ledger.update_infraction(
+                inf.id, state="lifted", actor=list_room, reason="its rule was removed while I was stopped"
+            )
+            lifted.setdefault(list_room, []).append(inf.subject)
+        for list_room, users in lifted.items():
+            await self._post(
+                f"Policy list {self.label(list_room)}: rules were removed while I was stopped "
+                f"— lifted the ban(s) I made because of them: {', '.join(users)}"
+            )
+
     async def _infractions_of(self, ref: str) -> list[Any]:
         return await self.ledger.active_by_rule("policy_list", ref)
 
@@ -521,13 +577,14 @@ class PolicyManager:
                 "name": f"{localpart} (moderation policy list)",
                 "topic": "A Matrix moderation policy list published by abusebot.",
                 "creation_content": {"type": POLICY_ROOM_TYPE},
-                "power_level_content_override": {
-                    "users": {**dict.fromkeys(moderators, 50), self.moderation.bot_user_id: 100},
-                    "events_default": 50,
-                    "state_default": 50,
-                },
+                # No "users" here: room v12 rejects the creator in it, older versions require it.
+                "power_level_content_override": {"events_default": 50, "state_default": 50},
             }
         )
+        if moderators:
+            levels = dict(await self.api.hs.state_event(room_id, "m.room.power_levels", "") or {})
+            levels["users"] = {**dict.fromkeys(moderators, 50), **dict(levels.get("users") or {})}
+            await self.api.put_state(room_id, "m.room.power_levels", "", levels)
         self.publish_room = room_id
         self.aliases[room_id] = alias
         await self.ledger.set_kv("publish_list", room_id)
