@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import html
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -231,6 +231,7 @@ class Executor:
                         severity=v.severity,
                         first_activity=first_activity,
                         evidence=v.evidence.excerpt,
+                        talk_after=redactions,
                     )
         finally:
             if redactions is not None:
@@ -253,8 +254,14 @@ class Executor:
         evidence: str = "",
         scope: Scope | None = None,
         reason: str | None = None,
+        talk_after: Awaitable[Any] | None = None,
     ) -> Outcome:
-        """Apply the ladder's next step to ``user`` for breaking ``rule``."""
+        """Apply the ladder's next step to ``user`` for breaking ``rule``.
+
+        ``talk_after``: when the step is only a warning (nothing to stop), its notice and log line
+        wait for this (the redaction): a DM room's creation competes with the redaction at the
+        homeserver and measurably delays it (reaction 2.4x -> 2.1x the plain trip).
+        """
         m = self.moderation
         scope = scope or Scope.everywhere(m.store)
         history = await self.ledger.history(user, limit=500)
@@ -269,6 +276,8 @@ class Executor:
         next_step = self.ladder.describe_next(decision.level)
         step = decision.step
         if step.kind == "warning":
+            if talk_after is not None:
+                await talk_after
             outcome = await m.warn(user, text, actor, scope, rule=rule, level=decision.level, next_step=next_step)
         else:
             sanction = m.mute if step.kind == "mute" else m.ban

@@ -20,6 +20,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -434,10 +435,13 @@ class Spam(Protection):
         #: hash of (sender, text) → (last post time, flagged until, room, time, event id, room, …),
         #: least recently posted first. Flat tuples of strings and numbers, and int keys: the
         #: garbage collector stops tracking them, so a hundred thousand entries cost it nothing.
-        self._posted: dict[int, tuple[Any, ...]] = {}
+        # OrderedDicts, not dicts: entries are moved to the end on use and evicted from the front,
+        # and next(iter(dict)) over a plain dict's deleted front slots costs O(deleted) each time
+        # (it made this protection 5x slower over 200,000 events).
+        self._posted: OrderedDict[int, tuple[Any, ...]] = OrderedDict()
         self._posts = 0
         #: (room, user) → the join time whose first message we have seen.
-        self._first_message: dict[tuple[str, str], float] = {}
+        self._first_message: OrderedDict[tuple[str, str], float] = OrderedDict()
         #: (user, normalised display name) → when it was last reported (one report, not one per room).
         self._names: dict[tuple[str, str], float] = {}
 
@@ -519,8 +523,8 @@ class Spam(Protection):
         first = self._first_message
         if first.get(key) == joined:
             return False
-        first.pop(key, None)
-        first[key] = joined  # newest last
+        first[key] = joined
+        first.move_to_end(key)  # newest last
         while len(first) > 1000:  # forget members whose window is over, oldest first
             oldest = next(iter(first))
             if now - first[oldest] <= window and len(first) <= MAX_TRACKED:
@@ -545,7 +549,7 @@ class Spam(Protection):
         key = hash((event.sender, text))
         window = settings.cross_room_seconds
         room = event.room_id
-        seen = self._posted.pop(key, None)
+        seen = self._posted.get(key)
         result = _NOTHING
         if seen is None:
             self._posted[key] = (now, 0.0, room, now, event.event_id)
@@ -565,6 +569,7 @@ class Spam(Protection):
                 flagged_until = now + window
             # Re-inserted, so the least recently posted come first.
             self._posted[key] = (now, flagged_until, *(item for post in posts for item in post))
+            self._posted.move_to_end(key)
         self._posts += 1
         if self._posts % 256 == 0 or len(self._posted) > MAX_TRACKED:
             posted = self._posted
