@@ -417,12 +417,7 @@ class Ledger:
 
     async def history(self, subject: str, limit: int = 20) -> list[Infraction]:
         """The subject's infractions, newest first."""
-        async with self._db.execute(
-            f"SELECT {_INFRACTION_COLUMNS} FROM infractions WHERE subject = ? ORDER BY id DESC LIMIT ?",
-            (subject, limit),
-        ) as cur:
-            rows = await cur.fetchall()
-        return [_infraction(row) for row in rows]
+        return await self._select("subject = ? ORDER BY id DESC LIMIT ?", (subject, limit))
 
     async def count_for(self, subject: str) -> int:
         """How many infractions the subject has in all."""
@@ -432,32 +427,21 @@ class Ledger:
 
     async def active(self, subject: str, kind: str | None = None) -> list[Infraction]:
         """The subject's infractions in state ``active`` (optionally of one kind), newest first."""
-        query = f"SELECT {_INFRACTION_COLUMNS} FROM infractions WHERE subject = ? AND state = 'active'"
-        args: list[Any] = [subject]
-        if kind is not None:
-            query += " AND kind = ?"
-            args.append(kind)
-        async with self._db.execute(query + " ORDER BY id DESC", args) as cur:
-            rows = await cur.fetchall()
-        return [_infraction(row) for row in rows]
+        if kind is None:
+            return await self._select("subject = ? AND state = 'active' ORDER BY id DESC", (subject,))
+        return await self._select("subject = ? AND state = 'active' AND kind = ? ORDER BY id DESC", (subject, kind))
 
     async def active_by_rule(self, origin: str, rule: str) -> list[Infraction]:
         """Active infractions made by ``origin`` because of ``rule`` (e.g. one policy-list rule)."""
-        async with self._db.execute(
-            f"SELECT {_INFRACTION_COLUMNS} FROM infractions WHERE state = 'active' AND origin = ? AND rule = ?"
-            " ORDER BY id",
-            (origin, rule),
-        ) as cur:
-            rows = await cur.fetchall()
-        return [_infraction(row) for row in rows]
+        return await self._select("state = 'active' AND origin = ? AND rule = ? ORDER BY id", (origin, rule))
 
     async def active_by_origin(self, origin: str, kind: str) -> list[Infraction]:
         """Active infractions of ``kind`` made by ``origin`` (e.g. every policy-list ban)."""
-        async with self._db.execute(
-            f"SELECT {_INFRACTION_COLUMNS} FROM infractions WHERE state = 'active' AND origin = ? AND kind = ?"
-            " ORDER BY id",
-            (origin, kind),
-        ) as cur:
+        return await self._select("state = 'active' AND origin = ? AND kind = ? ORDER BY id", (origin, kind))
+
+    async def _select(self, where: str, args: Iterable[Any]) -> list[Infraction]:
+        # ``where`` is always a literal from this module; values only ever travel as parameters.
+        async with self._db.execute(f"SELECT {_INFRACTION_COLUMNS} FROM infractions WHERE {where}", tuple(args)) as cur:
             rows = await cur.fetchall()
         return [_infraction(row) for row in rows]
 
