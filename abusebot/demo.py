@@ -1,9 +1,10 @@
 """``abusebot demo``: a scripted scenario on a throwaway Synapse, printed as a moderator sees it.
 
 It starts Synapse on a free loopback port in a temporary directory, registers a bot, a
-moderator and a spammer, creates a management room and a protected room, runs the bot, and
-plays: the spammer posts, the moderator bans them for 15 seconds, asks for their history, and the
-ban lifts itself on time. Then it prints the management room and cleans up.
+moderator and a spammer, creates a management room and a protected room, and runs the bot. The
+spammer posts an evasive spam phrase, which the bot removes and warns about on its own; the
+moderator bans them for 15 seconds and asks for their history; the ban lifts itself on time.
+Then it prints the management room and cleans up.
 """
 
 from __future__ import annotations
@@ -14,12 +15,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from abusebot import logs
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import World, body_contains
 
 BAN_SECONDS = 15
+
+
+def _redacts(event: dict[str, Any]) -> tuple[Any, Any]:
+    """The event a redaction removes (top level before room v11, in content since)."""
+    return event.get("redacts"), (event.get("content") or {}).get("redacts")
 
 
 def say(text: str) -> None:
@@ -29,7 +36,11 @@ def say(text: str) -> None:
 
 async def scenario(synapse: SynapseServer, base: Path) -> int:
     """Play the scripted scenario; return the exit status."""
-    world = await World.create(synapse, base, config={"logging": {"format": "console", "level": "error"}})
+    config = {
+        "logging": {"format": "console", "level": "error"},
+        "protections": {"spam": {"banned_words": ["buy cheap crypto"]}},
+    }
+    world = await World.create(synapse, base, config=config)
     try:
         spammer = world.members["spammer"]
         room = world.protected[0]
@@ -38,7 +49,14 @@ async def scenario(synapse: SynapseServer, base: Path) -> int:
         say("starting abusebot")
         await world.start_bot()
 
-        await spammer.say(room, "BUY CHEAP CRYPTO NOW https://spam.example")
+        say("the spammer posts 'bυy ch\u200beap crypto' (a Greek υ and a zero-width space, to evade filters)")
+        spam = await spammer.say(room, "bυy ch\u200beap crypto, DM me")
+        await world.mod.wait_for(
+            room,
+            lambda e: e.get("type") == "m.room.redaction" and spam in (e.get("redacts"), e["content"].get("redacts")),
+        )
+        await world.mod.wait_for(world.management, body_contains("Warned", spammer.user_id))
+        say("the bot removed the message at once, then warned the spammer (first rung of the ladder)")
         say(f"the moderator bans the spammer for {BAN_SECONDS}s")
         ban = await world.mod.say(world.management, f"!mod ban {spammer.user_id} {BAN_SECONDS}s crypto spam")
         await world.mod.wait_for_reply(world.management, ban)
