@@ -15,18 +15,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from abusebot import logs
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import World, body_contains
 
 BAN_SECONDS = 15
-
-
-def _redacts(event: dict[str, Any]) -> tuple[Any, Any]:
-    """The event a redaction removes (top level before room v11, in content since)."""
-    return event.get("redacts"), (event.get("content") or {}).get("redacts")
 
 
 def say(text: str) -> None:

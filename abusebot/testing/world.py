@@ -154,6 +154,16 @@ def replies_to(event: Mapping[str, Any], event_id: str) -> bool:
     return (relates.get("m.in_reply_to") or {}).get("event_id") == event_id
 
 
+def is_redaction_of(event_id: str) -> EventPredicate:
+    """Predicate: a redaction of ``event_id`` (room v11+ keeps ``redacts`` in the content)."""
+
+    def predicate(event: Mapping[str, Any]) -> bool:
+        redacts = event.get("redacts") or (event.get("content") or {}).get("redacts")
+        return event.get("type") == "m.room.redaction" and redacts == event_id
+
+    return predicate
+
+
 def body_contains(*fragments: str) -> EventPredicate:
     """Predicate: an ``m.room.message`` whose body contains every fragment."""
 
@@ -221,6 +231,14 @@ class World:
                 await member.join(room_id)
             world.members[name] = member
         world.write_config(config or {})
+        return world
+
+    @classmethod
+    async def launch(cls, synapse: SynapseServer, base: Path, **kwargs: Any) -> World:
+        """:meth:`create` the world, let the moderator watch the rooms, and start the bot."""
+        world = await cls.create(synapse, base, **kwargs)
+        await world.mod.start_watching()
+        await world.start_bot()
         return world
 
     def write_config(self, extra: Mapping[str, Any]) -> None:

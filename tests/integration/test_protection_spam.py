@@ -5,36 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from abusebot.matrix import API, q
 from abusebot.testing.synapse import SynapseServer
-from abusebot.testing.world import Person, World, body_contains
+from abusebot.testing.world import Person, World, body_contains, is_redaction_of
 
 PHRASE = "buy cheap crypto"
 #: The phrase with a Greek upsilon for "u" and a zero-width space inside "cheap".
 EVASIVE = "b\u03c5y ch\u200beap crypto, DM me"
 SPAM = {"protections": {"spam": {"banned_words": [PHRASE]}}}
-
-
-def is_redaction_of(event_id: str) -> Any:
-    """Predicate: a redaction of ``event_id`` (room v11+ keeps ``redacts`` in the content)."""
-
-    def predicate(event: Mapping[str, Any]) -> bool:
-        redacts = event.get("redacts") or (event.get("content") or {}).get("redacts")
-        return event.get("type") == "m.room.redaction" and redacts == event_id
-
-    return predicate
-
-
-async def make(synapse: SynapseServer, tmp_path: Path, config: Mapping[str, Any], **kwargs: Any) -> World:
-    """A world with ``config``, the moderator watching, the bot running."""
-    world = await World.create(synapse, tmp_path, config=config, **kwargs)
-    await world.mod.start_watching()
-    await world.start_bot()
-    return world
 
 
 async def wait_for_dm(person: Person, bot_id: str, *fragments: str, timeout: float = 20.0) -> str:
@@ -66,7 +46,7 @@ async def test_banned_phrase_with_evasion_is_redacted_noticed_and_audited(
     synapse: SynapseServer, tmp_path: Path
 ) -> None:
     """A lookalike and zero-width spelling of a banned phrase is redacted, the rule told to the spammer, and audited."""
-    w = await make(synapse, tmp_path, SPAM)
+    w = await World.launch(synapse, tmp_path, config=SPAM)
     try:
         spammer, room = w.members["spammer"], w.protected[0]
         spam = await spammer.say(room, EVASIVE)
@@ -82,7 +62,7 @@ async def test_banned_phrase_with_evasion_is_redacted_noticed_and_audited(
 
 async def test_a_second_offence_mutes_the_spammer(synapse: SynapseServer, tmp_path: Path) -> None:
     """After the warning, the next banned phrase mutes: the spammer's level drops below events_default."""
-    w = await make(synapse, tmp_path, SPAM)
+    w = await World.launch(synapse, tmp_path, config=SPAM)
     try:
         spammer, room = w.members["spammer"], w.protected[0]
         await spammer.say(room, EVASIVE)
@@ -100,7 +80,7 @@ async def test_a_second_offence_mutes_the_spammer(synapse: SynapseServer, tmp_pa
 async def test_observe_mode_reports_and_redacts_nothing(synapse: SynapseServer, tmp_path: Path) -> None:
     """In observe mode the spam is reported with [observe]; nothing is redacted or recorded."""
     config = {"protections": {"spam": {"banned_words": [PHRASE], "mode": "observe"}}}
-    w = await make(synapse, tmp_path, config)
+    w = await World.launch(synapse, tmp_path, config=config)
     try:
         spammer, room = w.members["spammer"], w.protected[0]
         spam = await spammer.say(room, EVASIVE)
@@ -114,7 +94,7 @@ async def test_observe_mode_reports_and_redacts_nothing(synapse: SynapseServer, 
 
 async def test_a_moderator_posting_the_phrase_is_exempt(synapse: SynapseServer, tmp_path: Path) -> None:
     """The moderator's banned phrase is left alone, while the same phrase from a member right after is removed."""
-    w = await make(synapse, tmp_path, SPAM)
+    w = await World.launch(synapse, tmp_path, config=SPAM)
     try:
         spammer, room = w.members["spammer"], w.protected[0]
         quoted = await w.mod.say(room, f'Please do not post "{PHRASE}" here.')
@@ -134,7 +114,7 @@ async def test_a_moderator_posting_the_phrase_is_exempt(synapse: SynapseServer, 
 
 async def test_the_same_message_in_three_rooms_removes_every_copy(synapse: SynapseServer, tmp_path: Path) -> None:
     """One text posted in three protected rooms within a minute is redacted in all three and escalated once."""
-    w = await make(synapse, tmp_path, {}, rooms=3)
+    w = await World.launch(synapse, tmp_path, config={}, rooms=3)
     try:
         spammer = w.members["spammer"]
         text = "Limited offer for everyone in this community, reply now"
@@ -154,7 +134,7 @@ async def test_a_newcomer_whose_first_message_is_spam_is_banned_for_good(
     synapse: SynapseServer, tmp_path: Path
 ) -> None:
     """Someone the bot saw join whose first message is spam joined to spam: a permanent ban at once."""
-    w = await make(synapse, tmp_path, SPAM)
+    w = await World.launch(synapse, tmp_path, config=SPAM)
     try:
         room = w.protected[0]
         newcomer = w.person("newcomer")

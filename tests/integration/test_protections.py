@@ -4,32 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 from abusebot.testing.synapse import SynapseServer
-from abusebot.testing.world import World, body_contains, replies_to
+from abusebot.testing.world import World, body_contains, is_redaction_of, replies_to
 
 FLOOD = {"protections": {"flood": {"max_messages": 3, "per_seconds": 30, "cross_room_max_messages": 50}}}
 
 
-def is_redaction_of(event_id: str) -> Any:
-    def predicate(event: dict[str, Any]) -> bool:
-        redacts = event.get("redacts") or (event.get("content") or {}).get("redacts")
-        return event.get("type") == "m.room.redaction" and redacts == event_id
-
-    return predicate
-
-
-async def make(synapse: SynapseServer, tmp_path: Path, config: dict[str, Any], **kwargs: Any) -> World:
-    world = await World.create(synapse, tmp_path, config=config, **kwargs)
-    await world.mod.start_watching()
-    await world.start_bot()
-    return world
-
-
 async def test_a_flood_is_redacted_and_the_sender_warned(synapse: SynapseServer, tmp_path: Path) -> None:
     """Four quick messages over a limit of three: all four are redacted and the flooder is warned."""
-    w = await make(synapse, tmp_path, FLOOD)
+    w = await World.launch(synapse, tmp_path, config=FLOOD)
     try:
         spammer, room = w.members["spammer"], w.protected[0]
         sent = [await spammer.say(room, f"flood {i}") for i in range(4)]
@@ -44,7 +28,7 @@ async def test_a_flood_is_redacted_and_the_sender_warned(synapse: SynapseServer,
 
 async def test_repeated_floods_escalate_to_a_mute(synapse: SynapseServer, tmp_path: Path) -> None:
     """A second flood after the warning mutes the flooder (power level below events_default)."""
-    w = await make(synapse, tmp_path, FLOOD)
+    w = await World.launch(synapse, tmp_path, config=FLOOD)
     try:
         spammer, room = w.members["spammer"], w.protected[0]
         for burst in range(2):
@@ -61,7 +45,7 @@ async def test_repeated_floods_escalate_to_a_mute(synapse: SynapseServer, tmp_pa
 async def test_observe_mode_acts_on_nothing(synapse: SynapseServer, tmp_path: Path) -> None:
     """In observe mode the flood is reported to the management room; nothing is redacted or recorded."""
     config = {"protections": {"flood": {**FLOOD["protections"]["flood"], "mode": "observe"}}}
-    w = await make(synapse, tmp_path, config)
+    w = await World.launch(synapse, tmp_path, config=config)
     try:
         spammer, room = w.members["spammer"], w.protected[0]
         sent = [await spammer.say(room, f"flood {i}") for i in range(4)]
@@ -77,7 +61,7 @@ async def test_observe_mode_acts_on_nothing(synapse: SynapseServer, tmp_path: Pa
 
 async def test_moderators_are_exempt_from_protections(synapse: SynapseServer, tmp_path: Path) -> None:
     """The moderator can post faster than the flood limit without any action."""
-    w = await make(synapse, tmp_path, FLOOD)
+    w = await World.launch(synapse, tmp_path, config=FLOOD)
     try:
         room = w.protected[0]
         for i in range(6):
@@ -93,7 +77,7 @@ async def test_moderators_are_exempt_from_protections(synapse: SynapseServer, tm
 async def test_a_join_wave_alerts_locks_and_restores_the_join_rule(synapse: SynapseServer, tmp_path: Path) -> None:
     """Four new members within a minute (limit three): alert, invite-only, then public again."""
     config = {"protections": {"join_wave": {"max_joins": 3, "per_seconds": 60, "lock_seconds": 4}}}
-    w = await make(synapse, tmp_path, config, members=())
+    w = await World.launch(synapse, tmp_path, config=config, members=())
     try:
         room = w.protected[0]
         for n in range(4):
@@ -110,7 +94,7 @@ async def test_a_join_wave_alerts_locks_and_restores_the_join_rule(synapse: Syna
 
 async def test_protection_settings_and_ladder_state_survive_a_restart(synapse: SynapseServer, tmp_path: Path) -> None:
     """A moderator's `!mod protections set` and the user's ladder level are still there after a restart."""
-    w = await make(synapse, tmp_path, FLOOD)
+    w = await World.launch(synapse, tmp_path, config=FLOOD)
     try:
         spammer, room = w.members["spammer"], w.protected[0]
         command = await w.mod.say(w.management, "!mod protections set flood max_messages 2")
@@ -134,7 +118,7 @@ async def test_protection_settings_and_ladder_state_survive_a_restart(synapse: S
 
 async def test_disabling_a_protection_from_the_management_room(synapse: SynapseServer, tmp_path: Path) -> None:
     """`!mod protections disable flood` stops flood handling at once and `!mod status` shows it."""
-    w = await make(synapse, tmp_path, FLOOD)
+    w = await World.launch(synapse, tmp_path, config=FLOOD)
     try:
         spammer, room = w.members["spammer"], w.protected[0]
         command = await w.mod.say(w.management, "!mod protections disable flood")
@@ -150,7 +134,7 @@ async def test_disabling_a_protection_from_the_management_room(synapse: SynapseS
 
 async def test_a_bad_protections_command_gets_usage(synapse: SynapseServer, tmp_path: Path) -> None:
     """Setting an unknown key or a wrong type is refused with the usage line; nothing changes."""
-    w = await make(synapse, tmp_path, FLOOD)
+    w = await World.launch(synapse, tmp_path, config=FLOOD)
     try:
         bad_key = await w.mod.say(w.management, "!mod protections set flood max_mesages 2")
         assert "Usage" in await w.mod.wait_for_reply(w.management, bad_key)
