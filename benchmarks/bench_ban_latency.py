@@ -47,6 +47,11 @@ from abusebot.matrix import API
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import Person, World, replies_to
 
+try:
+    from benchmarks._stats import percentile
+except ImportError:  # run as a script: python benchmarks/<name>.py
+    from _stats import percentile  # type: ignore[no-redef]
+
 OBSERVER_FILTER = json.dumps(
     {
         "presence": {"not_types": ["*"]},
@@ -59,17 +64,6 @@ OBSERVER_FILTER = json.dumps(
 PARKED_S = 0.1
 #: Quiet time after a trial (the bot's own follow-up events: audit line, reply, checkpoint).
 SETTLE_S = 0.3
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """The ``p``-th percentile with linear interpolation (p in 0..100)."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * p / 100
-    low = int(k)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
 
 
 class Observer:
@@ -112,12 +106,16 @@ class Observer:
             self.since = str(reply["next_batch"])
             joined = reply.get("rooms", {}).get("join", {}).get(self.room_id, {})
             for event in joined.get("timeline", {}).get("events", []):
-                self.arrived.setdefault(event.get("event_id", ""), now)
-                if event.get("type") == "m.room.member":
-                    key = (str(event.get("state_key")), str((event.get("content") or {}).get("membership")))
-                    self.membership.setdefault(key, now)
+                self._record(event, now)
             batch, self._batch = self._batch, asyncio.Event()
             batch.set()
+
+    def _record(self, event: dict[str, Any], now: float) -> None:
+        """Timestamp one delivered event (subclasses record more kinds)."""
+        self.arrived.setdefault(event.get("event_id", ""), now)
+        if event.get("type") == "m.room.member":
+            key = (str(event.get("state_key")), str((event.get("content") or {}).get("membership")))
+            self.membership.setdefault(key, now)
 
     async def _until(self, found: Callable[[], float | None], timeout: float) -> float:
         deadline = time.perf_counter() + timeout
@@ -180,12 +178,9 @@ class Profiler:
         self._undo.append((cls, method, original))
         setattr(cls, method, timed)
 
-    def install(self) -> None:
-        """Wrap the steps of a ban (the bot's HTTP requests only, not the test users')."""
-        from abusebot.actions import Moderation
-        from abusebot.bot import Bot
-        from abusebot.ledger import Ledger
-        from abusebot.matrix import Api, Homeserver
+    def wrap_bot_requests(self) -> None:
+        """Time each HTTP request the bot makes (not the test users'), labelled by endpoint."""
+        from abusebot.matrix import Homeserver
 
         def request(hs: Homeserver, method: str, path: str, *args: Any, **kwargs: Any) -> str | None:
             if hs.user_id != self.bot_user_id:
@@ -194,9 +189,18 @@ class Profiler:
             what = bare.split("/rooms/", 1)[1].split("/")[1] if "/rooms/" in bare else bare.rsplit("/", 1)[-1]
             return f"http {method} {what}"
 
+        self.wrap(Homeserver, "request", request)
+
+    def install(self) -> None:
+        """Wrap the steps of a ban (the bot's HTTP requests only, not the test users')."""
+        from abusebot.actions import Moderation
+        from abusebot.bot import Bot
+        from abusebot.ledger import Ledger
+        from abusebot.matrix import Api
+
         self.wrap(Bot, "handle_sync", lambda *a, **k: "bot.handle_sync")
         self.wrap(Bot, "dispatch", lambda *a, **k: "bot.dispatch")
-        self.wrap(Homeserver, "request", request)
+        self.wrap_bot_requests()
         for method in ("mark_processed", "add_infraction", "update_infraction", "get_json", "set_json", "active"):
             self.wrap(Ledger, method, lambda *a, _m=method, **k: f"ledger.{_m}")
         self.wrap(Ledger, "commit_checkpoint", lambda *a, **k: "ledger.commit_checkpoint")

@@ -34,6 +34,11 @@ import aiosqlite
 
 from abusebot.ledger import KINDS, Ledger
 
+try:
+    from benchmarks._stats import percentile
+except ImportError:  # run as a script: python benchmarks/<name>.py
+    from _stats import percentile  # type: ignore[no-redef]
+
 INSERT_SQL = (
     "INSERT INTO infractions (subject, kind, scope, reason, rule, actor, origin, created_at,"
     " expires_at, state, undo, level, source_event, updated_at)"
@@ -41,17 +46,6 @@ INSERT_SQL = (
 )
 FILL_STATES = ("active", "expired", "lifted", "pardoned", "active", "active")
 REASONS = ("spam links", "harassment", "flooding the room", "no reason given", "ban evasion (alt account)")
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """The ``p``-th percentile with linear interpolation (p in 0..100)."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * p / 100
-    low = int(k)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
 
 
 def file_size(path: Path) -> str:

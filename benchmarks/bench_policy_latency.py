@@ -89,19 +89,11 @@ class PolicyProfiler(Profiler):
         from abusebot.actions import Moderation
         from abusebot.bot import Bot
         from abusebot.ledger import Ledger
-        from abusebot.matrix import Homeserver
         from policies.lists import PolicyManager
-
-        def request(hs: Homeserver, method: str, path: str, *args: Any, **kwargs: Any) -> str | None:
-            if hs.user_id != self.bot_user_id:
-                return None
-            bare = path.split("?")[0]
-            what = bare.split("/rooms/", 1)[1].split("/")[1] if "/rooms/" in bare else bare.rsplit("/", 1)[-1]
-            return f"http {method} {what}"
 
         self.wrap(Bot, "handle_sync", lambda *a, **k: "bot.handle_sync")
         self.wrap(Bot, "dispatch", lambda *a, **k: "bot.dispatch")
-        self.wrap(Homeserver, "request", request)
+        self.wrap_bot_requests()
         for method in ("add_infraction", "update_infraction", "active", "audit"):
             self.wrap(Ledger, method, lambda *a, _m=method, **k: f"ledger.{_m}")
         self.wrap(Ledger, "commit_checkpoint", lambda *a, **k: "ledger.commit_checkpoint")

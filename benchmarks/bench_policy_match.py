@@ -43,20 +43,14 @@ from policies.matcher import RuleIndex
 from policies.rules import Rule, parse_rule
 from policies.safety import PolicySafety
 
+try:
+    from benchmarks._stats import percentile
+except ImportError:  # run as a script: python benchmarks/<name>.py
+    from _stats import percentile  # type: ignore[no-redef]
+
 LIST = "!banlist:lists.example"
 ALLOW = "!allowlist:our.example"
 BOT = "@abusebot:our.example"
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """The ``p``-th percentile with linear interpolation (p in 0..100)."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * p / 100
-    low = int(k)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
 
 
 def rss_mb() -> float:

@@ -49,15 +49,13 @@ from urllib.parse import unquote
 import attrs
 
 from abusebot import logs
-from abusebot.matrix import API
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import Person, World
 
 try:
-    from benchmarks.bench_ban_latency import OBSERVER_FILTER, Observer, Profiler, Span, breakdown, percentile
+    from benchmarks.bench_ban_latency import Observer, Profiler, Span, breakdown, percentile
 except ImportError:  # run as a script: python benchmarks/bench_reaction_latency.py
     from bench_ban_latency import (  # type: ignore[no-redef]
-        OBSERVER_FILTER,
         Observer,
         Profiler,
         Span,
@@ -82,32 +80,13 @@ class RedactionObserver(Observer):
         super().__init__(person, room_id)
         self.redacted: dict[str, float] = {}  # redacted event id -> perf_counter at delivery
 
-    async def _loop(self) -> None:
-        while True:
-            self.parked_since = time.perf_counter()
-            reply = await self.person.hs.request(
-                "GET",
-                f"{API}/sync",
-                query={"since": self.since, "timeout": 30000, "filter": OBSERVER_FILTER},
-                timeout=90,
-            )
-            now = time.perf_counter()
-            self.parked_since = None
-            self.since = str(reply["next_batch"])
-            joined = reply.get("rooms", {}).get("join", {}).get(self.room_id, {})
-            for event in joined.get("timeline", {}).get("events", []):
-                self.arrived.setdefault(event.get("event_id", ""), now)
-                content = event.get("content") or {}
-                if event.get("type") == "m.room.member":
-                    key = (str(event.get("state_key")), str(content.get("membership")))
-                    self.membership.setdefault(key, now)
-                elif event.get("type") == "m.room.redaction":
-                    # Room v11+ carries ``redacts`` in the content; older versions at the top level.
-                    target = content.get("redacts") or event.get("redacts")
-                    if isinstance(target, str):
-                        self.redacted.setdefault(target, now)
-            batch, self._batch = self._batch, asyncio.Event()
-            batch.set()
+    def _record(self, event: dict[str, Any], now: float) -> None:
+        super()._record(event, now)
+        if event.get("type") == "m.room.redaction":
+            # Room v11+ carries ``redacts`` in the content; older versions at the top level.
+            target = (event.get("content") or {}).get("redacts") or event.get("redacts")
+            if isinstance(target, str):
+                self.redacted.setdefault(target, now)
 
     async def redaction(self, event_id: str, timeout: float = 30) -> float:
         """When the redaction of ``event_id`` was delivered."""
