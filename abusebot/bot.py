@@ -232,13 +232,9 @@ class Bot:
 
     async def _await_invite(self, room: str) -> None:
         """Remember a configured room we could not join, so its invite is accepted later."""
-        room_id = room
-        if room.startswith("#"):
-            try:
-                room_id = await self.hs.resolve_alias(room)
-            except (MatrixError, HomeserverUnavailable):
-                return
-        self._awaiting_invite.add(room_id)
+        room_id = await self.hs.room_id(room)
+        if room_id is not None:
+            self._awaiting_invite.add(room_id)
 
     async def _first_sync(self) -> None:
         """Learn state and the current position; act on nothing in this sync's timeline."""

@@ -167,6 +167,15 @@ class Homeserver:
         reply = await self.request("GET", f"{API}/directory/room/{q(alias)}")
         return str(reply["room_id"])
 
+    async def room_id(self, room: str) -> str | None:
+        """The id of a room given by id or alias; ``None`` when the alias does not resolve."""
+        if not room.startswith("#"):
+            return room
+        try:
+            return await self.resolve_alias(room)
+        except (MatrixError, HomeserverUnavailable):
+            return None
+
     async def room_state(self, room_id: str) -> list[dict[str, Any]]:
         """The full current state of a room."""
         reply = await self.request("GET", f"{API}/rooms/{q(room_id)}/state")

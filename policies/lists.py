@@ -164,12 +164,10 @@ class PolicyManager:
         await self._lift_orphaned(loaded)
 
     async def _await_invite(self, room: str, options: ListOptions) -> None:
-        room_id = room
-        if room.startswith("#"):
-            try:
-                room_id = await self.api.hs.resolve_alias(room)
-            except (MatrixError, HomeserverUnavailable):
-                return
+        room_id = await self.api.hs.room_id(room)
+        if room_id is None:
+            return
+        if room_id != room:
             self.aliases[room_id] = room
         self.awaiting_invite[room_id] = options
 
