@@ -117,6 +117,35 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX jobs_one_live ON jobs (infraction_id, kind) WHERE state = 'pending';
     CREATE INDEX jobs_by_time ON jobs (state, next_attempt_at);
     """,
+    # 2: REPLACE cannot rewrite history, and join-wave locks get a row each.
+    # ``INSERT OR REPLACE`` (and ``REPLACE``) delete the conflicting row without firing DELETE
+    # triggers unless ``recursive_triggers`` is on, which is a per-connection setting that a
+    # plain ``sqlite3`` shell does not have. A BEFORE INSERT trigger refusing an existing id
+    # closes that door in the schema itself, for every connection.
+    """
+    CREATE TRIGGER audit_no_replace BEFORE INSERT ON audit
+    WHEN EXISTS (SELECT 1 FROM audit WHERE id = NEW.id)
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+
+    CREATE TRIGGER infractions_no_replace BEFORE INSERT ON infractions
+    WHEN EXISTS (SELECT 1 FROM infractions WHERE id = NEW.id)
+    BEGIN SELECT RAISE(ABORT, 'infractions are never replaced'); END;
+
+    CREATE TABLE room_locks (
+        room_id    TEXT PRIMARY KEY,
+        previous   TEXT NOT NULL,
+        until      INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    INSERT OR IGNORE INTO room_locks (room_id, previous, until, created_at)
+        SELECT lock.key,
+               COALESCE(json_extract(lock.value, '$.previous'), '{"join_rule": "public"}'),
+               CAST(COALESCE(json_extract(lock.value, '$.until'), 0) * 1000 AS INTEGER),
+               CAST(strftime('%s', 'now') AS INTEGER) * 1000
+        FROM kv, json_each(kv.value) AS lock
+        WHERE kv.key = 'room_locks' AND json_valid(kv.value);
+    DELETE FROM kv WHERE key = 'room_locks';
+    """,
 )
 
 
@@ -187,16 +216,30 @@ class Ledger:
     @classmethod
     async def open(cls, path: str | Path) -> Ledger:
         """Open (creating if needed) the ledger and apply pending migrations."""
+        from abusebot.files import DIR_MODE, create_private
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        # It holds the access token: created 0600 before SQLite opens it (the WAL and SHM files
+        # SQLite makes later take the database file's mode).
+        create_private(path)
         db = await aiosqlite.connect(str(path), isolation_level=None)
-        await db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a transaction that returned is on disk even if the machine loses power.
-        await db.execute("PRAGMA synchronous=FULL")
-        await db.execute("PRAGMA foreign_keys=ON")
-        await db.execute("PRAGMA busy_timeout=5000")
-        ledger = cls(db, path)
-        await ledger._migrate()
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a transaction that returned is on disk even if the machine loses power.
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute("PRAGMA busy_timeout=5000")
+            # Our own REPLACEs (none today) would fire DELETE triggers too; the schema's BEFORE
+            # INSERT triggers cover every other connection.
+            await db.execute("PRAGMA recursive_triggers=ON")
+            ledger = cls(db, path)
+            await ledger._migrate()
+        except BaseException:
+            # Not a database, or a newer schema: close the connection's thread, or the process
+            # could not exit.
+            await db.close()
+            raise
         return ledger
 
     async def close(self) -> None:
@@ -503,6 +546,28 @@ class Ledger:
             names = [column[0] for column in cur.description]
             rows = await cur.fetchall()
         return [dict(zip(names, row, strict=True)) for row in rows]
+
+    # -- join-wave room locks ---------------------------------------------------------------------
+
+    async def add_room_lock(self, room_id: str, previous: Mapping[str, Any], until_ms: int) -> bool:
+        """Record a lock *before* the room is closed; False when one is already recorded."""
+        async with self.transaction() as db:
+            cur = await db.execute(
+                "INSERT OR IGNORE INTO room_locks (room_id, previous, until, created_at) VALUES (?, ?, ?, ?)",
+                (room_id, json.dumps(dict(previous), sort_keys=True), until_ms, now_ms()),
+            )
+            return cur.rowcount == 1
+
+    async def room_locks(self) -> dict[str, tuple[dict[str, Any], int]]:
+        """Every recorded lock: room id -> (the join rule content to restore, until ms)."""
+        async with self._db.execute("SELECT room_id, previous, until FROM room_locks") as cur:
+            rows = await cur.fetchall()
+        return {str(room): (json.loads(previous), int(until)) for room, previous, until in rows}
+
+    async def remove_room_lock(self, room_id: str) -> None:
+        """Forget a lock (after its room was restored, or left alone on purpose)."""
+        async with self.transaction() as db:
+            await db.execute("DELETE FROM room_locks WHERE room_id = ?", (room_id,))
 
     # -- scheduled lifts --------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import subprocess
 import sys
@@ -118,6 +119,100 @@ class TestAppendOnly:
         infraction = await add(ledger)
         raw_db.execute("UPDATE infractions SET state = 'active' WHERE id = ?", (infraction.id,))
         assert (await ledger.get_infraction(infraction.id)).state == "active"  # type: ignore[union-attr]
+
+
+#: Every way SQL can write over an existing row, against each protected table. ``{id}`` is an
+#: existing row's id. Plain ``sqlite3`` (no ``recursive_triggers``), as an intruder would use.
+_AUDIT_COLUMNS = "(id, at, actor, action, outcome, reason, detail)"
+_AUDIT_VALUES = "({id}, 0, '@intruder:x', 'ban', 'done', 'rewritten', '{{}}')"
+_INFRACTION_COLUMNS = "(id, subject, kind, scope, reason, actor, origin, created_at, state, updated_at)"
+_INFRACTION_VALUES = "({id}, '@bob:x', 'note', '*', 'rewritten', '@intruder:x', 'system', 0, 'active', 0)"
+REWRITES = {
+    "audit": [
+        "UPDATE audit SET reason = 'rewritten' WHERE id = {id}",
+        "DELETE FROM audit WHERE id = {id}",
+        f"REPLACE INTO audit {_AUDIT_COLUMNS} VALUES {_AUDIT_VALUES}",
+        f"INSERT OR REPLACE INTO audit {_AUDIT_COLUMNS} VALUES {_AUDIT_VALUES}",
+        f"INSERT INTO audit {_AUDIT_COLUMNS} VALUES {_AUDIT_VALUES}"
+        " ON CONFLICT (id) DO UPDATE SET reason = 'rewritten'",
+        f"INSERT INTO audit {_AUDIT_COLUMNS} VALUES {_AUDIT_VALUES} ON CONFLICT DO NOTHING",
+        "UPDATE OR REPLACE audit SET id = {id} + 1000 WHERE id = {id}",
+    ],
+    "infractions": [
+        "UPDATE infractions SET reason = 'rewritten' WHERE id = {id}",
+        "DELETE FROM infractions WHERE id = {id}",
+        f"REPLACE INTO infractions {_INFRACTION_COLUMNS} VALUES {_INFRACTION_VALUES}",
+        f"INSERT OR REPLACE INTO infractions {_INFRACTION_COLUMNS} VALUES {_INFRACTION_VALUES}",
+        f"INSERT INTO infractions {_INFRACTION_COLUMNS} VALUES {_INFRACTION_VALUES}"
+        " ON CONFLICT (id) DO UPDATE SET reason = 'rewritten', subject = '@bob:x'",
+        "UPDATE OR REPLACE infractions SET id = {id} + 1000 WHERE id = {id}",
+    ],
+}
+
+
+class TestNoRewrite:
+    """No SQL write form rewrites the audit log or an infraction's identity (issue: REPLACE)."""
+
+    @pytest.mark.parametrize(
+        ("table", "sql"), [(table, sql) for table, forms in REWRITES.items() for sql in forms], ids=lambda v: v[:40]
+    )
+    async def test_write_form_leaves_the_row_as_it_was(
+        self, ledger: Ledger, raw_db: sqlite3.Connection, table: str, sql: str
+    ) -> None:
+        """Each form either raises or changes nothing; the original row is intact afterwards."""
+        infraction = await add(ledger)
+        [(audit_id,)] = raw_db.execute("SELECT id FROM audit WHERE infraction_id = ?", (infraction.id,)).fetchall()
+        row_id = infraction.id if table == "infractions" else audit_id
+        before = raw_db.execute(f"SELECT * FROM {table} WHERE id = ?", (row_id,)).fetchall()
+        count_before = raw_db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
+        with contextlib.suppress(sqlite3.IntegrityError):
+            raw_db.execute(sql.format(id=row_id))
+        assert raw_db.execute(f"SELECT * FROM {table} WHERE id = ?", (row_id,)).fetchall() == before
+        assert raw_db.execute(f"SELECT COUNT(*) FROM {table}").fetchone() == count_before
+
+    @pytest.mark.parametrize("table", ["audit", "infractions"])
+    async def test_replace_is_refused_loudly(self, ledger: Ledger, raw_db: sqlite3.Connection, table: str) -> None:
+        """REPLACE over an existing row is an error (not a silent no-op) from any connection."""
+        infraction = await add(ledger)
+        row_id = infraction.id if table == "infractions" else raw_db.execute("SELECT MIN(id) FROM audit").fetchone()[0]
+        form = REWRITES[table][3]
+        with pytest.raises(sqlite3.IntegrityError, match=r"append-only|never replaced"):
+            raw_db.execute(form.format(id=row_id))
+
+    async def test_new_rows_still_insert(self, ledger: Ledger, raw_db: sqlite3.Connection) -> None:
+        """The guard refuses only existing ids: the bot's own inserts keep working."""
+        for _ in range(3):
+            await add(ledger)
+        assert raw_db.execute("SELECT COUNT(*) FROM infractions").fetchone()[0] == 3
+        assert raw_db.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == 3
+
+
+class TestMigrationTwo:
+    async def test_room_locks_blob_becomes_rows(self, path: Path) -> None:
+        """A version-1 ledger's ``room_locks`` kv blob is carried into the ``room_locks`` table."""
+        path.parent.mkdir(parents=True)
+        db = sqlite3.connect(path, isolation_level=None)
+        db.executescript(MIGRATIONS[0])
+        db.execute("PRAGMA user_version = 1")
+        blob = '{"!a:x": {"previous": {"join_rule": "knock"}, "until": 1700000000.5}, "!b:x": {"until": 5}}'
+        db.execute("INSERT INTO kv (key, value) VALUES ('room_locks', ?)", (blob,))
+        db.close()
+
+        ledger = await Ledger.open(path)
+        try:
+            locks = await ledger.room_locks()
+            assert locks == {"!a:x": ({"join_rule": "knock"}, 1700000000500), "!b:x": ({"join_rule": "public"}, 5000)}
+            assert await ledger.get_kv("room_locks") is None
+        finally:
+            await ledger.close()
+
+    async def test_room_lock_is_recorded_once(self, ledger: Ledger) -> None:
+        """A second lock of a room already locked is not recorded over the first."""
+        assert await ledger.add_room_lock("!a:x", {"join_rule": "public"}, 10)
+        assert not await ledger.add_room_lock("!a:x", {"join_rule": "invite"}, 20)
+        assert await ledger.room_locks() == {"!a:x": ({"join_rule": "public"}, 10)}
+        await ledger.remove_room_lock("!a:x")
+        assert await ledger.room_locks() == {}
 
 
 class TestInfractions:
