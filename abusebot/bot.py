@@ -26,6 +26,7 @@ from abusebot.audit import Message
 from abusebot.commands import CommandHandler
 from abusebot.config import Config
 from abusebot.events import Event, parse_event
+from abusebot.files import prepare_data_dir
 from abusebot.ledger import Ledger
 from abusebot.matrix import Api, Homeserver, HomeserverUnavailable, MatrixError, WriteQueue
 from abusebot.pipeline import Pipeline
@@ -91,6 +92,11 @@ class Bot:
     async def start(self) -> None:
         """Open the ledger, log in, join the rooms, learn their state."""
         cfg = self.config
+        for warning in cfg.warnings:
+            log.warning("secret_readable_by_others", detail=warning)
+        tightened = prepare_data_dir(cfg.data_dir)  # DataDirError: one line, exit 2 (cli)
+        if tightened:
+            log.warning("data_dir_made_private", note="others could read these; now only the bot can", paths=tightened)
         self.ledger = await Ledger.open(cfg.ledger_path)
         self.hs = Homeserver(cfg.homeserver, cfg.user_id, cfg.device_name)
         await self._login()
@@ -153,12 +159,15 @@ class Bot:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
+        started = False
         try:
             await self._with_retry("start", self.start)
+            started = True
             await self.sync_forever()
         finally:
             await self.close()
-            log.info("stopped")
+            if started:  # a failed start is one line from the CLI, not a log of stopping
+                log.info("stopped")
 
     async def _with_retry(self, what: str, operation: Callable[[], Awaitable[None]]) -> None:
         """Retry ``operation`` while the homeserver is unreachable (it may still be starting)."""

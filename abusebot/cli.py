@@ -30,8 +30,16 @@ def _load(path: str) -> Config | None:
 
 
 async def _check(config: Config) -> int:
+    from abusebot.files import DataDirError, check_data_dir
     from abusebot.matrix import Homeserver, HomeserverUnavailable, MatrixError
 
+    for warning in config.warnings:
+        print(f"abusebot: warning: {warning}", file=sys.stderr)
+    try:
+        print(check_data_dir(config.data_dir))
+    except DataDirError as err:
+        print(f"abusebot: config error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
     hs = Homeserver(config.homeserver, config.user_id, config.device_name)
     try:
         try:
@@ -62,16 +70,26 @@ async def _check(config: Config) -> int:
 
 
 def _run(config: Config) -> int:
+    import sqlite3
+
     from abusebot import logs
     from abusebot.bot import Bot, StartupError
+    from abusebot.files import DataDirError
+    from abusebot.ledger import LedgerError
 
     logs.configure(config.logging.format, config.logging.level)
     bot = Bot(config)
     try:
         asyncio.run(bot.run())
+    except DataDirError as err:
+        print(f"abusebot: config error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
     except StartupError as err:
         print(f"abusebot: cannot start: {err}", file=sys.stderr)
         return EXIT_FAILURE
+    except (sqlite3.Error, LedgerError) as err:
+        print(f"abusebot: config error: data_dir: cannot use the ledger {config.ledger_path}: {err}", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         pass
     return EXIT_OK

@@ -65,6 +65,8 @@ class Config:
     rooms: Mapping[str, Any] = attrs.field(factory=dict)
     policy_lists: Mapping[str, Any] = attrs.field(factory=dict)
     source: Path | None = None
+    #: Things that work but should not be so (a secret others can read), one line each.
+    warnings: tuple[str, ...] = ()
 
     @property
     def ledger_path(self) -> Path:
@@ -255,13 +257,50 @@ def load_config(path: str | Path) -> Config:
     """Read and validate the YAML file at ``path``."""
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as err:
-        raise ConfigError("(file)", f"a readable YAML file at {path}", str(err)) from err
+        raise ConfigError(str(path), "a readable YAML file", err.strerror or str(err)) from err
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(str(path), "a UTF-8 YAML file", f"a byte that is not UTF-8 at offset {err.start}") from err
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "(file)"
-        raise ConfigError(where, "valid YAML", getattr(err, "problem", str(err))) from err
-    return parse_config(data, base=path.resolve().parent, source=path)
+        where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(where, "valid YAML", getattr(err, "problem", None) or str(err).splitlines()[0]) from err
+    except RecursionError as err:
+        raise ConfigError(str(path), "valid YAML", "nesting too deep to read") from err
+    config = parse_config(data, base=path.resolve().parent, source=path)
+    return attrs.evolve(config, warnings=tuple(_exposed_secrets(path, data)))
+
+
+def _exposed_secrets(path: Path, data: Mapping[str, Any]) -> list[str]:
+    """A warning for each file holding the bot's password or token that others may read."""
+    from abusebot.files import readable_by_others
+
+    warnings: list[str] = []
+    inline = [key for key in ("password", "access_token") if data.get(key) is not None]
+    mode = readable_by_others(path)
+    if inline and mode:
+        warnings.append(
+            f"{path} holds the bot's {' and '.join(inline)} and other users can read it (mode {mode}); "
+            f"run: chmod 600 {path}"
+        )
+    for key in ("password", "access_token"):
+        if data.get(key) is not None or os.environ.get(f"ABUSEBOT_{key.upper()}"):
+            continue
+        file_value = data.get(f"{key}_file") or os.environ.get(f"ABUSEBOT_{key.upper()}_FILE")
+        if not isinstance(file_value, str):
+            continue
+        secret_path = Path(file_value)
+        if not secret_path.is_absolute():
+            secret_path = path.resolve().parent / secret_path
+        mode = readable_by_others(secret_path)
+        if mode:
+            warnings.append(
+                f"{secret_path} holds the bot's {key} and other users can read it (mode {mode}); "
+                f"run: chmod 600 {secret_path}"
+            )
+    return warnings

@@ -213,4 +213,4 @@ class TestCli:
         path.write_text("homeserver: http://127.0.0.1:8008\nprotected_rooms: [unclosed\n")
         with pytest.raises(ConfigError) as info:
             load_config(path)
-        assert info.value.path.startswith("line ")
+        assert info.value.path.endswith(", line 3")
