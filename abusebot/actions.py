@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -27,7 +27,7 @@ from abusebot.ledger import ALL_ROOMS, Infraction, Ledger, now_ms
 from abusebot.matrix import Api, HomeserverUnavailable, MatrixError, Priority
 from abusebot.power import PowerLevels
 from abusebot.rooms import RoomStore
-from abusebot.safety import Staff, refusal
+from abusebot.safety import Staff, beyond_reach, refusal
 
 log = structlog.get_logger("abusebot.actions")
 
@@ -70,6 +70,14 @@ class Actor:
     name: str
     origin: str  # command | protection | policy_list | system
     event_id: str | None = None
+    #: True for a command from a protected room's admin: they may touch only users below their
+    #: own power level there (management-room moderators keep the bot's reach).
+    bounded: bool = False
+
+    @property
+    def commander(self) -> str | None:
+        """The user whose power level bounds this request's reach, or ``None``."""
+        return self.name if self.bounded else None
 
 
 class Moderation:
@@ -96,14 +104,15 @@ class Moderation:
             moderator_level=self.config.moderator_power_level,
         )
 
-    def check(self, subject: str, scope: Scope) -> str | None:
-        """The refusal for acting on ``subject`` anywhere in ``scope``, or ``None``."""
+    def check(self, subject: str, scope: Scope, actor: Actor | None = None) -> str | None:
+        """The refusal for acting on ``subject`` anywhere in ``scope`` (for ``actor``), or ``None``."""
         staff = self.staff
         reason = refusal(subject, None, staff)
         if reason:
             return reason
+        commander = actor.commander if actor is not None else None
         for room_id in scope.rooms:
-            reason = refusal(subject, self.store.room(room_id), staff)
+            reason = refusal(subject, self.store.room(room_id), staff, commander)
             if reason:
                 return reason
         return None
@@ -167,8 +176,19 @@ class Moderation:
 
     async def _refused(self, action: str, subject: str, scope: Scope, actor: Actor) -> Outcome | None:
         """The refusal (recorded and explained) when the bot must not act on ``subject``, else None."""
-        why = self.check(subject, scope)
+        why = self.check(subject, scope, actor)
         return await self._refuse(action, subject, scope, actor, why) if why else None
+
+    async def _out_of_reach(self, action: str, subject: str, scope: Scope, actor: Actor) -> Outcome | None:
+        """For lifting actions (unban, unmute), which the bot may do for anyone: a room admin's
+        request still stops at their own power level, as Matrix's own unban rule does."""
+        if actor.commander is None:
+            return None
+        for room_id in scope.rooms:
+            why = beyond_reach(subject, self.store.room(room_id), actor.commander)
+            if why:
+                return await self._refuse(action, subject, scope, actor, why)
+        return None
 
     async def _record(
         self,
@@ -339,12 +359,15 @@ class Moderation:
         rule: str | None = None,
         level: int | None = None,
         next_step: str | None = None,
+        on_enforced: Callable[[], None] | None = None,
     ) -> Outcome:
         """A warning: recorded, told to the user, posted."""
         refused = await self._refused("warning", subject, scope, actor)
         if refused:
             return refused
         infraction = await self._record("warning", subject, reason, actor, scope, rule=rule, level=level)
+        if on_enforced is not None:
+            on_enforced()
         dm = await self.tell_user(subject, self._notice("warning", scope, reason, None, infraction, next_step))
         return await self._finish(
             infraction, verb="Warned", actor=actor, scope=Scope(scope.key, ()), done=[], failed={}, dm_sent=dm
@@ -365,11 +388,13 @@ class Moderation:
         next_step: str | None = None,
         notify: bool = True,
         quiet: bool = False,
+        on_enforced: Callable[[], None] | None = None,
     ) -> Outcome:
         """Ban in every room of ``scope``; temporary when ``duration_s`` is given.
 
         ``notify=False`` skips the DM (policy-list bans of spammers); ``quiet=True`` skips the
-        management-room line (the caller posts one summary for many bans).
+        management-room line (the caller posts one summary for many bans); ``on_enforced`` is
+        called once the homeserver has answered the bans, before the notice and the line.
         """
         refused = await self._refused("ban", subject, scope, actor)
         if refused:
@@ -387,6 +412,8 @@ class Moderation:
             with contextlib.suppress(asyncio.TimeoutError):
                 dm_sent = await asyncio.wait_for(self.tell_user(subject, notice), DM_BEFORE_BAN_TIMEOUT)
         done, failed = await self._per_room(scope.rooms, lambda room: self.api.ban(room, subject, reason))
+        if on_enforced is not None:
+            on_enforced()
         if notify and not dm_first:
             dm_sent = await self.tell_user(subject, notice)
         if done:
@@ -397,6 +424,9 @@ class Moderation:
 
     async def unban(self, subject: str, reason: str, actor: Actor, scope: Scope) -> Outcome:
         """Lift bans in ``scope`` and close the matching ban infractions."""
+        refused = await self._out_of_reach("unban", subject, scope, actor)
+        if refused:
+            return refused
         banned = [room for room in scope.rooms if await self._membership(room, subject) == "ban"]
         active = [inf for inf in await self.ledger.active(subject, "ban") if scope.key in (ALL_ROOMS, inf.scope)]
         if not banned and not active:
@@ -461,6 +491,7 @@ class Moderation:
         rule: str | None = None,
         level: int | None = None,
         next_step: str | None = None,
+        on_enforced: Callable[[], None] | None = None,
     ) -> Outcome:
         """Set the user's power level below ``events_default`` in each room, remembering the old one."""
         refused = await self._refused("mute", subject, scope, actor)
@@ -491,6 +522,8 @@ class Moderation:
             undo_rooms[room_id] = {"previous": previous, "muted_level": muted}
 
         done, failed = await self._per_room(scope.rooms, mute_in)
+        if on_enforced is not None:
+            on_enforced()
         if done:
             await self._supersede(subject, "mute", scope, actor, infraction.id)
         dm = (
@@ -532,9 +565,22 @@ class Moderation:
 
     async def unmute(self, subject: str, reason: str, actor: Actor, scope: Scope) -> Outcome:
         """Restore the levels of the subject's active mutes in ``scope``."""
+        refused = await self._out_of_reach("unmute", subject, scope, actor)
+        if refused:
+            return refused
         active = [inf for inf in await self.ledger.active(subject, "mute") if scope.key in (ALL_ROOMS, inf.scope)]
         if not active:
             return Outcome(False, f"{subject} has no active mute in {self.where(scope)}.")
+        if actor.commander is not None:
+            # Matrix lets nobody grant a level at or above their own: an admin's unmute may not
+            # hand back a level they could not have given.
+            for inf in active:
+                for room_id, entry in dict(inf.undo.get("rooms", {})).items():
+                    previous = entry.get("previous") if isinstance(entry, dict) else None
+                    own = self.store.room(room_id).power_levels.user_level(actor.commander)
+                    if isinstance(previous, int) and previous >= own:
+                        why = f"unmuting {subject} would restore power level {previous}, not below yours ({own})."
+                        return await self._refuse("unmute", subject, scope, actor, why)
         all_done: list[str] = []
         all_failed: dict[str, str] = {}
         for inf in active:

@@ -420,12 +420,18 @@ class Bot:
             if event.type == "m.room.tombstone" and event.state_key == "":
                 await self._follow_upgrade(event)
                 return
+            # Only a command its sender may give stops here; a refused one is a message like any
+            # other and meets the policy lists and every protection below.
             if await self.commands.handle(event):
                 return
-            for hook in self.hooks:
-                await hook(event)
         except Exception as err:
-            bound.exception("event_handler_failed", error=repr(err), type=event.type)
+            bound.exception("event_handler_failed", handler="commands", error=repr(err), type=event.type)
+        for hook in self.hooks:
+            try:
+                await hook(event)
+            except Exception as err:  # one failing hook never skips the others
+                name = getattr(hook, "__qualname__", repr(hook))
+                bound.exception("event_handler_failed", handler=name, error=repr(err), type=event.type)
 
     async def _follow_upgrade(self, event: Event) -> None:
         """A protected (or the management) room was upgraded: protect its replacement."""

@@ -420,7 +420,12 @@ class CommandHandler:
         return text if first == self.prefix.lower() else None
 
     async def handle(self, event: Event) -> bool:
-        """Handle one event; True when it was a command (obeyed or ignored)."""
+        """Handle one event; True only when it was a command the sender may give here.
+
+        Anything else — including a ``!mod`` line from someone who may not command the bot —
+        returns False, so the caller passes it to the policy lists and every protection like
+        any other message: the prefix is no shield.
+        """
         text = self.is_command(event)
         if text is None:
             return False
@@ -436,8 +441,8 @@ class CommandHandler:
                 detail={"text": text[:200]},
             )
             log.info("command_ignored", sender=event.sender, room_id=event.room_id, event_id=event.event_id)
-            return True
-        actor = Actor(auth.sender, "command", event.event_id)
+            return False
+        actor = Actor(auth.sender, "command", event.event_id, bounded=not auth.management)
         if not await self.moderation.mark_source(actor, "command"):
             log.info("command_replayed", event_id=event.event_id)
             return True

@@ -5,7 +5,10 @@ Exempt from any action (commands, protections, policy lists alike):
 * the bot itself;
 * moderators: management-room members at or above the moderator power level;
 * anyone whose power level in the room is not below the bot's own there;
-* room v12 creators (they rank above every level; see :mod:`abusebot.power`).
+* room v12 creators (they rank above every level; see :mod:`abusebot.power`);
+* for a command given by a protected room's admin (not by a management-room moderator):
+  anyone whose power level there is not below the commander's, exactly as Matrix itself
+  would refuse that admin the same ban, kick or power change (:func:`beyond_reach`).
 
 Keeping this in one function is deliberate: Mjolnir's CVE-2025-24024 came from a check that
 moved. Every caller asks :func:`refusal`; none re-derives the rule.
@@ -35,11 +38,12 @@ class Staff:
         return self.management.power_levels.user_level(user_id) >= self.moderator_level
 
 
-def refusal(target: str, room: RoomState | None, staff: Staff) -> str | None:
+def refusal(target: str, room: RoomState | None, staff: Staff, commander: str | None = None) -> str | None:
     """Why the bot must not act on ``target`` in ``room``, or ``None`` when it may.
 
     ``room`` may be ``None`` for actions with no room (notes); then only the room-independent
-    rules apply.
+    rules apply. ``commander`` is set when a protected room's admin gave the command: their
+    reach there is bounded by their own power level (:func:`beyond_reach`).
     """
     if target == staff.bot_user_id:
         return "I will not act on myself."
@@ -55,6 +59,26 @@ def refusal(target: str, room: RoomState | None, staff: Staff) -> str | None:
             return (
                 f"{target} has power level {target_level} in {room.name or room.room_id}, not below mine ({bot_level})."
             )
+        if commander is not None:
+            return beyond_reach(target, room, commander)
+    return None
+
+
+def beyond_reach(target: str, room: RoomState, commander: str) -> str | None:
+    """Why ``commander`` (a protected room's admin) may not have the bot act on ``target`` in
+    ``room``, or ``None``.
+
+    Matrix lets a member ban, kick or change the power of only those *below* their own level;
+    the bot, which usually ranks higher, must not lend an admin the reach the room denies them.
+    """
+    levels = room.power_levels
+    commander_level = levels.user_level(commander)
+    target_level = levels.user_level(target)
+    if target_level >= commander_level:
+        return (
+            f"{target} has power level {target_level} in {room.name or room.room_id}, "
+            f"not below yours ({commander_level})."
+        )
     return None
 
 
