@@ -44,6 +44,8 @@ from protections import (
 log = structlog.get_logger("abusebot.pipeline")
 
 MODES = ("act", "observe")
+#: The join rule a join-wave lock sets (and the only one its restore will replace).
+LOCKED_RULE = "invite"
 #: Keys of a protection's config section that are not its settings.
 SECTION_KEYS = ("enabled", "mode")
 
@@ -188,6 +190,8 @@ class Executor:
         self._locks: dict[str, asyncio.Task[None]] = {}
         # One escalation at a time per user, so two violations in one batch climb two rungs.
         self._user_locks: dict[str, asyncio.Lock] = {}
+        #: Users whose flood is being sanctioned (``None``) or until when (monotonic) to sweep.
+        self._sweeps: dict[str, float | None] = {}
 
     async def run(self, intent: Intent, protection: str, mode: str, *, first_activity: bool = False) -> None:
         """Act on (or, observing, report) one intent."""
@@ -213,13 +217,16 @@ class Executor:
     async def _act_violation(self, v: Violation, protection: str, first_activity: bool) -> None:
         actor = Actor(f"protection:{protection}", "protection", v.evidence.event_id)
         key = v.evidence.event_id or f"{v.room_id}:{v.user}:{v.rule}"
+        ids = [(v.room_id, i) for i in (v.evidence.event_id, *v.also_redact) if i] if v.redact else []
+        ids += v.also_redact_elsewhere if v.redact else []
+        if v.sweep_s > 0:
+            await self._act_on_stream(v, actor, key, ids, first_activity)
+            return
         # Remove the harm first, before any bookkeeping: a redaction's transaction id is derived
         # from the event id, so a second redaction of the same event (replay, two protections)
         # is deduplicated by the homeserver and harmless.
         redactions = None
-        if v.redact:
-            ids = [(v.room_id, i) for i in (v.evidence.event_id, *v.also_redact) if i]
-            ids += v.also_redact_elsewhere
+        if ids:
             redactions = asyncio.gather(*(self._redact(room_id, event_id, v.rule) for room_id, event_id in ids))
         try:
             async with self._user_locks.setdefault(v.user, asyncio.Lock()):
@@ -237,9 +244,65 @@ class Executor:
             if redactions is not None:
                 await redactions
 
-    async def _redact(self, room_id: str, event_id: str, rule: str) -> None:
+    async def _act_on_stream(
+        self, v: Violation, actor: Actor, key: str, ids: list[tuple[str, str]], first_activity: bool
+    ) -> None:
+        """A flood: stop the stream (the sanction) first, then clean up. Until the sanction is in
+        force and ``v.sweep_s`` after, the user's further messages are swept (:meth:`sweeping`)."""
+        self.begin_sweep(v.user)
+        enforced = asyncio.Event()
         try:
-            await self.moderation.api.redact(room_id, event_id, f"Removed: {rule}", priority=Priority.BAN)
+            async with self._user_locks.setdefault(v.user, asyncio.Lock()):
+                if await self.ledger.mark_processed(key, "violation"):
+                    sanction = asyncio.ensure_future(
+                        self.escalate(
+                            v.user,
+                            v.rule,
+                            actor,
+                            severity=v.severity,
+                            first_activity=first_activity,
+                            evidence=v.evidence.excerpt,
+                            on_enforced=enforced.set,
+                        )
+                    )
+                    waiter = asyncio.ensure_future(enforced.wait())
+                    # The clean-up waits for the sanction to reach the homeserver, not for its
+                    # notice and management-room line.
+                    await asyncio.wait({sanction, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    cleanup = asyncio.gather(
+                        *(self._redact(r, e, v.rule, Priority.REDACT) for r, e in ids), return_exceptions=True
+                    )
+                    try:
+                        await sanction
+                    finally:
+                        await cleanup
+                elif ids:
+                    await asyncio.gather(*(self._redact(r, e, v.rule, Priority.REDACT) for r, e in ids))
+        finally:
+            self._sweeps[v.user] = time.monotonic() + v.sweep_s
+
+    def begin_sweep(self, user: str) -> None:
+        """From now until the sanction is in force (and a while after), remove all of ``user``'s messages."""
+        self._sweeps[user] = None
+
+    def sweeping(self, user: str) -> bool:
+        """True while ``user``'s flood is being sanctioned, or was within its sweep window."""
+        if user not in self._sweeps:
+            return False
+        until = self._sweeps[user]
+        if until is None or until > time.monotonic():
+            return True
+        del self._sweeps[user]
+        return False
+
+    async def sweep(self, event: Event) -> None:
+        """Remove one more message of a user whose flood is being (or was just) sanctioned."""
+        await self._redact(event.room_id, event.event_id, "flood: the rest of the burst", Priority.REDACT)
+
+    async def _redact(self, room_id: str, event_id: str, rule: str, priority: int = Priority.BAN) -> None:
+        try:
+            await self.moderation.api.redact(room_id, event_id, f"Removed: {rule}", priority=priority)
         except (MatrixError, HomeserverUnavailable) as err:
             log.warning("redact_failed", room_id=room_id, event_id=event_id, error=str(err))
 
@@ -255,12 +318,15 @@ class Executor:
         scope: Scope | None = None,
         reason: str | None = None,
         talk_after: Awaitable[Any] | None = None,
+        on_enforced: Callable[[], None] | None = None,
     ) -> Outcome:
         """Apply the ladder's next step to ``user`` for breaking ``rule``.
 
         ``talk_after``: when the step is only a warning (nothing to stop), its notice and log line
         wait for this (the redaction): a DM room's creation competes with the redaction at the
         homeserver and measurably delays it (reaction 2.4x -> 2.1x the plain trip).
+        ``on_enforced`` is called once the step is in force on the homeserver (or recorded, for a
+        warning), before its notice and management-room line.
         """
         m = self.moderation
         scope = scope or Scope.everywhere(m.store)
@@ -278,7 +344,9 @@ class Executor:
         if step.kind == "warning":
             if talk_after is not None:
                 await talk_after
-            outcome = await m.warn(user, text, actor, scope, rule=rule, level=decision.level, next_step=next_step)
+            outcome = await m.warn(
+                user, text, actor, scope, rule=rule, level=decision.level, next_step=next_step, on_enforced=on_enforced
+            )
         else:
             sanction = m.mute if step.kind == "mute" else m.ban
             outcome = await sanction(
@@ -290,6 +358,7 @@ class Executor:
                 rule=rule,
                 level=decision.level,
                 next_step=next_step,
+                on_enforced=on_enforced,
             )
         log.info(
             "escalated", user=user, rule=rule, level=decision.level, step=str(step), why=decision.why, ok=outcome.ok
@@ -320,20 +389,41 @@ class Executor:
         )
 
     async def lock_room(self, intent: LockRoom, protection: str) -> None:
-        """Switch to invite-only now; restore the previous join rule after ``intent.seconds``."""
+        """Switch to invite-only now; restore the previous join rule after ``intent.seconds``.
+
+        The lock is recorded before the room is closed (a crash in between leaves a record whose
+        restore finds the room not closed by us and leaves it alone), and the restore happens
+        only while the join rule is still the one the bot set: a moderator's change during the
+        lock is the newer decision.
+        """
         m = self.moderation
         room_id = intent.room_id
         if room_id in self._locks and not self._locks[room_id].done():
             return  # already locked; the existing timer restores it
         current = await m.api.hs.state_event(room_id, "m.room.join_rules") or {"join_rule": "public"}
         previous = current.get("join_rule", "public")
-        if previous != "invite":
+        if previous == LOCKED_RULE:
+            await m.post(_text(f"⚠️ {protection}: {intent.reason}. {m.store.label(room_id)} is already invite-only."))
+            return
+        until_ms = int((time.time() + intent.seconds) * 1000)
+        if not await self.ledger.add_room_lock(room_id, current, until_ms):
+            return  # a lock recorded earlier (another run) is still pending: its restore stands
+        try:
             await m.api.put_state(
-                room_id, "m.room.join_rules", "", {**current, "join_rule": "invite"}, priority=Priority.BAN
+                room_id, "m.room.join_rules", "", {**current, "join_rule": LOCKED_RULE}, priority=Priority.BAN
             )
-        locks: dict[str, Any] = await self.ledger.get_json("room_locks", {})
-        locks[room_id] = {"previous": current, "until": time.time() + intent.seconds}
-        await self.ledger.set_json("room_locks", locks)
+        except (MatrixError, HomeserverUnavailable) as err:
+            await self.ledger.remove_room_lock(room_id)
+            await self.ledger.audit(
+                actor=f"protection:{protection}",
+                action="lock_room",
+                outcome="failed",
+                room=room_id,
+                reason=intent.reason,
+                detail={"error": str(err)},
+            )
+            await m.post(_text(f"⚠️ {protection}: {intent.reason}. I could not close {m.store.label(room_id)}: {err}"))
+            return
         await self.ledger.audit(
             actor=f"protection:{protection}",
             action="lock_room",
@@ -345,7 +435,8 @@ class Executor:
         await m.post(
             _text(
                 f"🔒 {protection}: {intent.reason}. {m.store.label(room_id)} is invite-only for "
-                f"{intent.seconds}s; I will restore the join rule '{previous}' afterwards."
+                f"{intent.seconds}s; I will restore the join rule '{previous}' afterwards "
+                "(unless a moderator changes it meanwhile)."
             )
         )
         self._locks[room_id] = asyncio.create_task(self._unlock_later(room_id, intent.seconds))
@@ -355,15 +446,22 @@ class Executor:
         await self.unlock(room_id)
 
     async def unlock(self, room_id: str) -> None:
-        """Restore the join rule a lock replaced (retrying while the homeserver is away)."""
-        locks: dict[str, Any] = await self.ledger.get_json("room_locks", {})
-        entry = locks.get(room_id)
-        if entry is None:
+        """Restore the join rule a lock replaced, if it is still ours (retrying while the
+        homeserver is away); then forget the lock."""
+        locks = await self.ledger.room_locks()
+        if room_id not in locks:
             return
+        previous_content, _ = locks[room_id]
+        previous = previous_content.get("join_rule", "public")
         m = self.moderation
         for attempt in range(10):
             try:
-                await m.api.put_state(room_id, "m.room.join_rules", "", entry["previous"], priority=Priority.BAN)
+                current = await m.api.hs.state_event(room_id, "m.room.join_rules") or {}
+                if current.get("join_rule") != LOCKED_RULE:
+                    outcome, restored = "skipped", None
+                    break
+                await m.api.put_state(room_id, "m.room.join_rules", "", previous_content, priority=Priority.BAN)
+                outcome, restored = "done", previous
                 break
             except (MatrixError, HomeserverUnavailable) as err:
                 log.warning("unlock_failed", room_id=room_id, attempt=attempt, error=str(err))
@@ -371,19 +469,28 @@ class Executor:
         else:
             await m.post(_text(f"⚠️ I could not restore the join rule of {m.store.label(room_id)}; please check it."))
             return
-        locks.pop(room_id, None)
-        await self.ledger.set_json("room_locks", locks)
-        previous = entry["previous"].get("join_rule", "public")
+        await self.ledger.remove_room_lock(room_id)
         await self.ledger.audit(
-            actor="pipeline", action="unlock_room", outcome="done", room=room_id, detail={"restored": previous}
+            actor="pipeline",
+            action="unlock_room",
+            outcome="done",
+            room=room_id,
+            detail={"restored": restored, "found": current.get("join_rule"), "left_alone": restored is None},
         )
-        await m.post(_text(f"🔓 {m.store.label(room_id)}: join rule restored to '{previous}'."))
+        if restored is None:
+            text = (
+                f"🔓 {m.store.label(room_id)}: the join-wave lock is over. Someone changed the join rule to "
+                f"'{current.get('join_rule')}' meanwhile, so I leave it as it is."
+            )
+        else:
+            text = f"🔓 {m.store.label(room_id)}: join rule restored to '{restored}'."
+        log.info("room_unlocked", room_id=room_id, outcome=outcome, restored=restored)
+        await m.post(_text(text))
 
     async def resume_locks(self) -> None:
         """After a restart: schedule the restores of rooms still locked (now, if overdue)."""
-        locks: dict[str, Any] = await self.ledger.get_json("room_locks", {})
-        for room_id, entry in locks.items():
-            delay = float(entry.get("until", 0)) - time.time()
+        for room_id, (_, until_ms) in (await self.ledger.room_locks()).items():
+            delay = until_ms / 1000 - time.time()
             self._locks[room_id] = asyncio.create_task(self._unlock_later(room_id, delay))
 
     async def close(self) -> None:
@@ -431,6 +538,12 @@ class Pipeline:
         room = self.store.room(event.room_id)
         if self.exempt(event.sender, room):
             return []
+        if event.type in ("m.room.message", "m.sticker") and self.executor.sweeping(event.sender):
+            # The rest of a burst being sanctioned: removed, and not a new violation.
+            result = self.spawn(self.executor.sweep(event))
+            if asyncio.iscoroutine(result):
+                await result
+            return []
         key = (event.room_id, event.sender)
         first_activity = (
             event.type != "m.room.member"
@@ -450,6 +563,10 @@ class Pipeline:
                 continue
             for intent in intents:
                 found.append((name, intent))
+                if isinstance(intent, Violation) and intent.sweep_s > 0 and setup.mode == "act":
+                    # Marked now, not when the task starts: the next event of this batch (the
+                    # same burst, perhaps in another room) must already be swept.
+                    self.executor.begin_sweep(intent.user)
                 result = self.spawn(self._run_intent(intent, name, setup.mode, first_activity, event.event_id))
                 if asyncio.iscoroutine(result):
                     await result

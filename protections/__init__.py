@@ -60,6 +60,12 @@ class Violation:
     #: ``(room_id, event_id)`` of events in other rooms to remove with it (e.g. the same spam
     #: posted in several rooms).
     also_redact_elsewhere: tuple[tuple[str, str], ...] = ()
+    #: Non-zero for a *stream* (a flood): the sanction goes out before the clean-up, and until it
+    #: is in force and for this many seconds after, whatever else of the user's arrives (sent
+    #: before it took hold, or the rest of the burst) is removed too, in every room, without a
+    #: new violation: one burst is one rung of the ladder. Zero for a single message, whose
+    #: redaction goes out first.
+    sweep_s: float = 0.0
 
 
 @attrs.frozen

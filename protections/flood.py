@@ -41,11 +41,12 @@ class Flood(Protection):
         at = event_time(event.origin_server_ts, ctx.now())
         key = (event.room_id, event.sender)
         window = self.per_room.add(key, at, event.event_id, settings.per_seconds)
+        # Items carry their room so a violation can remove the user's burst in every room.
+        across = self.across.add(event.sender, at, f"{event.room_id}\n{event.event_id}", settings.per_seconds)
         if len(window) > settings.max_messages:
             self.per_room.clear(key)
-            return [self._violation(event, window, "flood", settings.max_messages, settings.per_seconds)]
-        # Items carry their room so a violation across rooms can remove every copy.
-        across = self.across.add(event.sender, at, f"{event.room_id}\n{event.event_id}", settings.per_seconds)
+            self.across.clear(event.sender)
+            return [self._violation(event, across, "flood", settings.max_messages, settings.per_seconds)]
         if len(across) > settings.cross_room_max_messages:
             self.across.clear(event.sender)
             return [
@@ -56,19 +57,19 @@ class Flood(Protection):
         return []
 
     @staticmethod
-    def _violation(event: Event, window: Sequence[tuple[float, str]], what: str, limit: int, per: float) -> Violation:
-        if what == "flood":
-            others = tuple(item for _, item in window if item != event.event_id)
-            elsewhere: tuple[tuple[str, str], ...] = ()
-        else:
-            located = [tuple(item.split("\n", 1)) for _, item in window]
-            others = tuple(eid for room, eid in located if room == event.room_id and eid != event.event_id)
-            elsewhere = tuple((room, eid) for room, eid in located if room != event.room_id)
+    def _violation(event: Event, across: Sequence[tuple[float, str]], what: str, limit: int, per: float) -> Violation:
+        """The violation, removing the user's whole burst: every message of theirs in the window,
+        in every protected room (a flood in one room is often the same flood in the next)."""
+        located = [tuple(item.split("\n", 1)) for _, item in across]
+        others = tuple(eid for room, eid in located if room == event.room_id and eid != event.event_id)
+        elsewhere = tuple((room, eid) for room, eid in located if room != event.room_id)
+        count = len(others) + 1 if what == "flood" else len(located)
         return Violation(
             rule=f"flood: more than {limit} messages in {per:g}s" + (" across rooms" if what != "flood" else ""),
             user=event.sender,
             room_id=event.room_id,
-            evidence=Evidence(event.event_id, f"{len(window)} messages in {per:g}s"),
+            evidence=Evidence(event.event_id, f"{count} messages in {per:g}s"),
             also_redact=others,
             also_redact_elsewhere=elsewhere,
+            sweep_s=per,
         )

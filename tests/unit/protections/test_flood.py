@@ -78,3 +78,21 @@ class TestFlood:
         """Only messages and stickers are counted (Draupnir#187, #805)."""
         assert Flood.event_types == frozenset({"m.room.message", "m.sticker"})
         assert member("@u:x").type not in Flood.event_types
+
+    async def test_a_flood_in_one_room_removes_the_burst_in_the_others(self) -> None:
+        """The violation in room A also removes the user's messages of the window in room B."""
+        flood, ctx = Flood(), FakeContext()
+        in_b = [message("@u:x", room="!b") for _ in range(2)]
+        for event in in_b:
+            assert await flood.check(event, SETTINGS, ctx) == []
+        [violation] = await burst(flood, ctx, 4, room="!a", step=0.1)
+        assert isinstance(violation, Violation)
+        assert {eid for room, eid in violation.also_redact_elsewhere if room == "!b"} == {e.event_id for e in in_b}
+        assert len(violation.also_redact) == 3
+
+    async def test_a_flood_is_a_stream_to_stop_first_and_sweep(self) -> None:
+        """A flood's violation asks the executor to stop the stream first and sweep the burst's
+        rest for the window (a single spam message does not: its redaction goes first)."""
+        [violation] = await burst(Flood(), FakeContext(), 4)
+        assert isinstance(violation, Violation)
+        assert violation.sweep_s == SETTINGS.per_seconds

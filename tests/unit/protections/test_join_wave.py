@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protections import Alert, LockRoom
+from protections import Alert, LockRoom, Violation
 from protections.join_wave import JoinWave, JoinWaveSettings
 from tests.unit.protections.helpers import FakeContext, member
 
@@ -50,3 +50,27 @@ class TestJoinWave:
         wave, ctx = JoinWave(), FakeContext()
         intents = [i for n in range(6) for i in await wave.check(member(f"@u{n}:x", room=f"!r{n % 2}"), SETTINGS, ctx)]
         assert intents == []
+
+    async def test_a_wave_counts_distinct_members(self) -> None:
+        """One user joining twenty times is not a wave: no alert, no lock."""
+        wave, ctx = JoinWave(), FakeContext()
+        intents = [i for _ in range(20) for i in await wave.check(member("@churn:x"), SETTINGS, ctx)]
+        assert not [i for i in intents if isinstance(i, Alert | LockRoom)]
+
+    async def test_one_users_rejoins_are_their_violation_once(self) -> None:
+        """Twenty re-joins of one user within the window: one violation of theirs, nothing redacted."""
+        wave, ctx = JoinWave(), FakeContext()
+        settings = JoinWaveSettings(max_joins=3, per_seconds=60, max_rejoins=5)
+        intents = [i for _ in range(20) for i in await wave.check(member("@churn:x"), settings, ctx)]
+        assert [type(i) for i in intents] == [Violation]
+        assert intents[0].user == "@churn:x"
+        assert intents[0].redact is False
+
+    async def test_rejoins_after_the_window_are_a_new_violation(self) -> None:
+        """Churn again after the window has passed is reported again."""
+        wave, ctx = JoinWave(), FakeContext()
+        settings = JoinWaveSettings(max_joins=3, per_seconds=60, max_rejoins=2)
+        first = [i for _ in range(3) for i in await wave.check(member("@churn:x"), settings, ctx)]
+        ctx.clock += 61
+        second = [i for _ in range(3) for i in await wave.check(member("@churn:x"), settings, ctx)]
+        assert len(first) == len(second) == 1
