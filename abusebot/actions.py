@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,12 +23,11 @@ import structlog
 
 from abusebot.audit import Message, action_line, scope_label, user_notice
 from abusebot.config import Config
-from abusebot.durations import format_duration
 from abusebot.ledger import ALL_ROOMS, Infraction, Ledger, now_ms
 from abusebot.matrix import Api, HomeserverUnavailable, MatrixError, Priority
 from abusebot.power import PowerLevels
 from abusebot.rooms import RoomStore
-from abusebot.safety import Staff, beyond_reach, refusal
+from abusebot.safety import ACTION_POWERS, Staff, beyond_reach, cannot_act, refusal
 
 log = structlog.get_logger("abusebot.actions")
 
@@ -55,12 +55,14 @@ class Scope:
 
 @attrs.frozen
 class Outcome:
-    """What happened, in words for the command reply."""
+    """What happened: ``summary`` in words for the command reply, ``line`` the audit line (in the
+    management room the reply *is* the audit line: one message per action)."""
 
     ok: bool
     summary: str
     infraction: Infraction | None = None
     refused: bool = False
+    line: Message | None = None
 
 
 @attrs.frozen
@@ -73,6 +75,9 @@ class Actor:
     #: True for a command from a protected room's admin: they may touch only users below their
     #: own power level there (management-room moderators keep the bot's reach).
     bounded: bool = False
+    #: True for a command typed in the management room: its reply is the audit line, so the
+    #: action posts no second message there.
+    reply_is_audit: bool = False
 
     @property
     def commander(self) -> str | None:
@@ -104,22 +109,70 @@ class Moderation:
             moderator_level=self.config.moderator_power_level,
         )
 
-    def check(self, subject: str, scope: Scope, actor: Actor | None = None) -> str | None:
-        """The refusal for acting on ``subject`` anywhere in ``scope`` (for ``actor``), or ``None``."""
+    def check(self, subject: str, scope: Scope, actor: Actor | None = None, action: str = "ban") -> str | None:
+        """The refusal for acting on ``subject`` anywhere in ``scope`` (for ``actor``), or ``None``.
+
+        Rooms where the bot lacks the power for ``action`` are left out here: they cannot be
+        acted in, which :meth:`reachable` reports, but they do not shield the user elsewhere.
+        """
         staff = self.staff
         reason = refusal(subject, None, staff)
         if reason:
             return reason
         commander = actor.commander if actor is not None else None
+        # A warning needs no power of its own; the rooms that count are those the bot moderates.
+        power_of = action if ACTION_POWERS.get(action) else "ban"
         for room_id in scope.rooms:
-            reason = refusal(subject, self.store.room(room_id), staff, commander)
+            room = self.store.room(room_id)
+            if cannot_act(room, self.bot_user_id, power_of):
+                continue
+            reason = refusal(subject, room, staff, commander)
             if reason:
                 return reason
         return None
 
+    def reachable(self, scope: Scope, action: str) -> tuple[Scope, dict[str, str]]:
+        """``scope`` narrowed to the rooms where the bot has the power for ``action``, and why
+        each other room is left out (named in the reply: the bot acts where it can)."""
+        skipped: dict[str, str] = {}
+        rooms: list[str] = []
+        for room_id in scope.rooms:
+            why = cannot_act(self.store.room(room_id), self.bot_user_id, action)
+            if why:
+                skipped[room_id] = why
+            else:
+                rooms.append(room_id)
+        return Scope(scope.key, tuple(rooms)), skipped
+
+    @property
+    def community(self) -> str:
+        """The community's name for people: ``community.name``, else the first protected room's."""
+        if self.config.community_name:
+            return self.config.community_name
+        for room_id in self.store.protected:
+            name = self.store.room(room_id).name
+            if name:
+                return name
+        return "our community"
+
     def where(self, scope: Scope) -> str:
-        """A human label for a scope."""
-        return scope_label(scope.key, {scope.key: self.store.label(scope.key)} if scope.key != "*" else None)
+        """A human label for a scope: the community's name, or one room's."""
+        return self.label_scope(scope.key)
+
+    def label_scope(self, key: str) -> str:
+        """A human label for a scope key (``*``: the community's name; else the room's)."""
+        if key == ALL_ROOMS:
+            return self.community
+        return scope_label(key, {key: self.store.label(key)})
+
+    def skipped_text(self, skipped: dict[str, str]) -> str:
+        """"not in: Go (I lack the power to ban (needs 50, I have 0))" for the reply."""
+        return "not in: " + "; ".join(f"{self.store.label(room)} ({why})" for room, why in skipped.items())
+
+    async def report(self, actor: Actor, line: Message) -> None:
+        """Post an action's audit line, unless the command's reply in the management room is it."""
+        if not actor.reply_is_audit:
+            await self.post(line)
 
     async def post(self, message: Message) -> None:
         """Post to the management room; never raises (the ledger already has the record)."""
@@ -176,7 +229,7 @@ class Moderation:
 
     async def _refused(self, action: str, subject: str, scope: Scope, actor: Actor) -> Outcome | None:
         """The refusal (recorded and explained) when the bot must not act on ``subject``, else None."""
-        why = self.check(subject, scope, actor)
+        why = self.check(subject, scope, actor, action)
         return await self._refuse(action, subject, scope, actor, why) if why else None
 
     async def _out_of_reach(self, action: str, subject: str, scope: Scope, actor: Actor) -> Outcome | None:
@@ -255,12 +308,17 @@ class Moderation:
         undo: dict[str, Any] | None = None,
         dm_sent: bool | None = None,
         quiet: bool = False,
+        skipped: dict[str, str] | None = None,
+        why: str | None = None,
     ) -> Outcome:
         """Settle the infraction's state from the per-room results, report it, build the reply."""
+        skipped = skipped or {}
         detail: dict[str, Any] = {"rooms_done": done, "rooms_failed": failed}
+        if skipped:
+            detail["rooms_skipped"] = skipped
         if dm_sent is not None:
             detail["dm_sent"] = dm_sent
-        if done or not scope.rooms:
+        if done or not (scope.rooms or skipped):
             infraction = await self.ledger.update_infraction(
                 infraction.id,
                 state="active",
@@ -275,8 +333,12 @@ class Moderation:
                 infraction.id, state="failed", actor=actor.name, undo=undo, detail=detail
             )
         extra = []
+        if why:
+            extra.append(f"why: {why}")
         if failed:
             extra.append("failed in: " + ", ".join(f"{self.store.label(r)} ({e})" for r, e in failed.items()))
+        if skipped:
+            extra.append(self.skipped_text(skipped))
         if dm_sent is False:
             extra.append("the user could not be notified")
         line = action_line(
@@ -289,7 +351,7 @@ class Moderation:
             extra=extra,
         )
         if not quiet:
-            await self.post(line)
+            await self.report(actor, line)
         log.info(
             "action",
             action=infraction.kind,
@@ -299,20 +361,24 @@ class Moderation:
             state=infraction.state,
             rooms=len(done),
             failed=len(failed),
+            skipped=len(skipped),
         )
-        return Outcome(infraction.state != "failed", self._short(verb, infraction, scope, extra), infraction)
+        return Outcome(infraction.state != "failed", line.plain, infraction, line=line)
 
-    def _short(self, verb: str, infraction: Infraction, scope: Scope, extra: Sequence[str]) -> str:
-        """The command reply: what was done, for how long, which record (the log line has the rest)."""
-        if infraction.state == "failed":
-            return f"Could not {verb.lower()} {infraction.subject}: " + "; ".join(extra)
-        text = f"{verb} {infraction.subject} in {self.where(scope)}"
-        if infraction.expires_at is not None:
-            text += f" for {format_duration((infraction.expires_at - infraction.created_at) / 1000)}"
-        elif infraction.kind in ("ban", "mute"):
-            text += " permanently"
-        text += f" (infraction #{infraction.id})"
-        return text + "".join(f"; {item}" for item in extra)
+    async def _nowhere(self, action: str, subject: str, scope: Scope, actor: Actor, skipped: dict[str, str]) -> Outcome:
+        """The reply when the bot can act in none of the rooms (recorded as a failure)."""
+        text = f"Could not {action} {subject} anywhere: {self.skipped_text(skipped)}"
+        await self.ledger.audit(
+            actor=actor.name,
+            action=action,
+            outcome="failed",
+            subject=subject,
+            room=scope.key,
+            reason="no room where I have the power",
+            event_id=actor.event_id,
+            detail={"rooms_skipped": skipped},
+        )
+        return Outcome(False, text, line=Message(text, html.escape(text)))
 
     async def _supersede(self, subject: str, kind: str, scope: Scope, actor: Actor, new_id: int) -> list[Infraction]:
         """Mark the subject's older active infractions of ``kind`` in the same scope as lifted."""
@@ -346,8 +412,8 @@ class Moderation:
         line = action_line(
             verb="Noted", actor=actor.name, subject=subject, where="the record", reason=text, infraction=infraction
         )
-        await self.post(line)
-        return Outcome(True, line.plain, infraction)
+        await self.report(actor, line)
+        return Outcome(True, line.plain, infraction, line=line)
 
     async def warn(
         self,
@@ -360,6 +426,7 @@ class Moderation:
         level: int | None = None,
         next_step: str | None = None,
         on_enforced: Callable[[], None] | None = None,
+        why: str | None = None,
     ) -> Outcome:
         """A warning: recorded, told to the user, posted."""
         refused = await self._refused("warning", subject, scope, actor)
@@ -370,7 +437,7 @@ class Moderation:
             on_enforced()
         dm = await self.tell_user(subject, self._notice("warning", scope, reason, None, infraction, next_step))
         return await self._finish(
-            infraction, verb="Warned", actor=actor, scope=Scope(scope.key, ()), done=[], failed={}, dm_sent=dm
+            infraction, verb="Warned", actor=actor, scope=Scope(scope.key, ()), done=[], failed={}, dm_sent=dm, why=why
         )
 
     # -- bans -------------------------------------------------------------------------------------
@@ -389,6 +456,7 @@ class Moderation:
         notify: bool = True,
         quiet: bool = False,
         on_enforced: Callable[[], None] | None = None,
+        why: str | None = None,
     ) -> Outcome:
         """Ban in every room of ``scope``; temporary when ``duration_s`` is given.
 
@@ -399,6 +467,9 @@ class Moderation:
         refused = await self._refused("ban", subject, scope, actor)
         if refused:
             return refused
+        scope, skipped = self.reachable(scope, "ban")
+        if skipped and not scope.rooms:
+            return await self._nowhere("ban", subject, scope, actor, skipped)
         infraction = await self._record(
             "ban", subject, reason, actor, scope, duration_s=duration_s, rule=rule, level=level
         )
@@ -419,7 +490,16 @@ class Moderation:
         if done:
             await self._supersede(subject, "ban", scope, actor, infraction.id)
         return await self._finish(
-            infraction, verb="Banned", actor=actor, scope=scope, done=done, failed=failed, dm_sent=dm_sent, quiet=quiet
+            infraction,
+            verb="Banned",
+            actor=actor,
+            scope=scope,
+            done=done,
+            failed=failed,
+            dm_sent=dm_sent,
+            quiet=quiet,
+            skipped=skipped,
+            why=why,
         )
 
     async def unban(self, subject: str, reason: str, actor: Actor, scope: Scope) -> Outcome:
@@ -427,6 +507,7 @@ class Moderation:
         refused = await self._out_of_reach("unban", subject, scope, actor)
         if refused:
             return refused
+        scope, skipped = self.reachable(scope, "unban")
         banned = [room for room in scope.rooms if await self._membership(room, subject) == "ban"]
         active = [inf for inf in await self.ledger.active(subject, "ban") if scope.key in (ALL_ROOMS, inf.scope)]
         if not banned and not active:
@@ -449,21 +530,26 @@ class Moderation:
         extra = [f"lifted infraction(s) {', '.join('#' + str(inf.id) for inf in active)}"] if active else []
         if failed:
             extra.append("failed in: " + ", ".join(self.store.label(r) for r in failed))
+        if skipped:
+            extra.append(self.skipped_text(skipped))
         line = action_line(
             verb="Unbanned", actor=actor.name, subject=subject, where=self.where(scope), reason=reason, extra=extra
         )
-        await self.post(line)
+        await self.report(actor, line)
         if done:
             await self.tell_user(subject, self._notice("unban", scope, reason, None, None))
-        return Outcome(not failed, line.plain)
+        return Outcome(not failed, line.plain, line=line)
 
     async def kick(self, subject: str, reason: str, actor: Actor, scope: Scope) -> Outcome:
         """Kick from every room of ``scope`` where the user is present."""
         refused = await self._refused("kick", subject, scope, actor)
         if refused:
             return refused
-        present = [r for r in scope.rooms if await self._membership(r, subject) in ("join", "invite", "knock")]
+        reach, skipped = self.reachable(scope, "kick")
+        present = [r for r in reach.rooms if await self._membership(r, subject) in ("join", "invite", "knock")]
         if not present:
+            if skipped:
+                return await self._nowhere("kick", subject, scope, actor, skipped)
             return Outcome(False, f"{subject} is not in {self.where(scope)}.")
         infraction = await self._record("kick", subject, reason, actor, scope)
         dm = await self.tell_user(subject, self._notice("kick", scope, reason, None, infraction))
@@ -476,6 +562,7 @@ class Moderation:
             done=done,
             failed=failed,
             dm_sent=dm,
+            skipped=skipped,
         )
 
     # -- mutes ------------------------------------------------------------------------------------
@@ -492,11 +579,15 @@ class Moderation:
         level: int | None = None,
         next_step: str | None = None,
         on_enforced: Callable[[], None] | None = None,
+        why: str | None = None,
     ) -> Outcome:
         """Set the user's power level below ``events_default`` in each room, remembering the old one."""
         refused = await self._refused("mute", subject, scope, actor)
         if refused:
             return refused
+        scope, skipped = self.reachable(scope, "mute")
+        if skipped and not scope.rooms:
+            return await self._nowhere("mute", subject, scope, actor, skipped)
         infraction = await self._record(
             "mute", subject, reason, actor, scope, duration_s=duration_s, rule=rule, level=level
         )
@@ -540,6 +631,8 @@ class Moderation:
             failed=failed,
             undo={"rooms": undo_rooms},
             dm_sent=dm,
+            skipped=skipped,
+            why=why,
         )
 
     async def _restore_levels(self, subject: str, undo: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
@@ -612,10 +705,10 @@ class Moderation:
         line = action_line(
             verb="Unmuted", actor=actor.name, subject=subject, where=self.where(scope), reason=reason, extra=extra
         )
-        await self.post(line)
+        await self.report(actor, line)
         if not all_failed:
             await self.tell_user(subject, self._notice("unmute", scope, reason, None, None))
-        return Outcome(not all_failed, line.plain)
+        return Outcome(not all_failed, line.plain, line=line)
 
     # -- redactions -------------------------------------------------------------------------------
 
@@ -624,6 +717,9 @@ class Moderation:
         refused = await self._refused("redact", subject, scope, actor)
         if refused:
             return refused
+        scope, skipped = self.reachable(scope, "redact")
+        if skipped and not scope.rooms:
+            return await self._nowhere("redact", subject, scope, actor, skipped)
 
         async def redact_in(room_id: str) -> int:
             events = await self.recent_events(room_id, subject, count)
@@ -646,6 +742,8 @@ class Moderation:
         extra = [f"{total} message(s) removed"]
         if failed:
             extra.append("failed in: " + ", ".join(self.store.label(r) for r in failed))
+        if skipped:
+            extra.append(self.skipped_text(skipped))
         line = action_line(
             verb="Redacted messages of",
             actor=actor.name,
@@ -654,10 +752,10 @@ class Moderation:
             reason=reason,
             extra=extra,
         )
-        await self.post(line)
+        await self.report(actor, line)
         if total:
             await self.tell_user(subject, self._notice("redact", scope, reason, None, None))
-        return Outcome(not failed, line.plain)
+        return Outcome(not failed, line.plain, line=line)
 
     async def recent_events(self, room_id: str, sender: str, count: int, max_pages: int = 10) -> list[str]:
         """Ids of ``sender``'s latest unredacted, non-state events in ``room_id``, newest first."""
@@ -715,8 +813,8 @@ class Moderation:
             reason=reason,
             extra=[f"infraction #{inf.id} ({inf.kind})"],
         )
-        await self.post(line)
-        return Outcome(True, line.plain, inf)
+        await self.report(actor, line)
+        return Outcome(True, line.plain, inf, line=line)
 
     def rooms_of(self, inf: Infraction) -> list[str]:
         """The rooms an infraction's scope covers now."""

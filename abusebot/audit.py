@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
 
@@ -60,6 +61,27 @@ def scope_label(scope: str, names: dict[str, str] | None = None) -> str:
     return (names or {}).get(scope, scope)
 
 
+def pill(user_id: str) -> str:
+    """A user mention pill (HTML) for a user id; anything else as code."""
+    if user_id.startswith("@") and ":" in user_id:
+        href = html.escape(f"https://matrix.to/#/{user_id}", quote=True)
+        return f'<a href="{href}">{html.escape(user_id)}</a>'
+    return f"<code>{html.escape(user_id)}</code>"
+
+
+def how_long(infraction: Infraction | None, expires_at: int | None = None) -> tuple[str, str]:
+    """`` for 1w (until …)`` or `` permanently`` (bold in HTML) for a sanction; empty otherwise."""
+    if infraction is None or infraction.kind not in ("mute", "ban"):
+        if expires_at is None:
+            return "", ""
+        return f" until {when(expires_at)}", f" until {html.escape(when(expires_at))}"
+    if infraction.expires_at is None:
+        return " permanently", " <b>permanently</b>"
+    length = format_duration((infraction.expires_at - infraction.created_at) / 1000)
+    text = f" for {length} (until {when(infraction.expires_at)})"
+    return text, html.escape(text)
+
+
 def action_line(
     *,
     verb: str,
@@ -71,48 +93,73 @@ def action_line(
     expires_at: int | None = None,
     extra: Sequence[str] = (),
 ) -> Message:
-    """One audit line: who did what to whom, where, why, which infraction, until when."""
-    expiry = infraction.expires_at if infraction is not None else expires_at
-    parts_plain = [f"{verb} {subject} in {where}"]
-    parts_html = [f"<b>{html.escape(verb)}</b> <code>{html.escape(subject)}</code> in {html.escape(where)}"]
+    """One audit line: who did what to whom, where, for how long, why, which infraction."""
+    length_plain, length_html = how_long(infraction, expires_at)
+    parts_plain = [f"{verb} {subject} in {where}{length_plain}"]
+    parts_html = [f"<b>{html.escape(verb)}</b> {pill(subject)} in {html.escape(where)}{length_html}"]
     if reason:
         parts_plain.append(f"reason: {reason}")
         parts_html.append(f"reason: <i>{html.escape(reason)}</i>")
     parts_plain.append(f"by {actor}")
-    parts_html.append(f"by <code>{html.escape(actor)}</code>")
+    parts_html.append(f"by {pill(actor)}")
     if infraction is not None:
         parts_plain.append(f"infraction #{infraction.id}")
         parts_html.append(f"infraction <b>#{infraction.id}</b>")
-    if (infraction is not None and infraction.kind in ("mute", "ban")) or expires_at is not None:
-        parts_plain.append(f"expires: {when(expiry)}")
-        parts_html.append(f"expires: {html.escape(when(expiry))}")
     for item in extra:
         parts_plain.append(item)
         parts_html.append(html.escape(item))
     return Message(" — ".join(parts_plain), " — ".join(parts_html))
 
 
-def history_message(subject: str, infractions: Sequence[Infraction], total: int) -> Message:
-    """``!mod history``: infractions newest first with ids, kinds, state and expiry."""
+#: What an infraction's state means to a moderator reading the history.
+_STATE_WORDS = {"pending": "pending", "active": "in force", "expired": "expired", "lifted": "lifted",
+                "pardoned": "pardoned", "failed": "failed"}
+
+
+def history_message(
+    subject: str,
+    infractions: Sequence[Infraction],
+    total: int,
+    *,
+    standing: Message | None = None,
+    ladder: Any = None,
+    where: Callable[[str], str] | None = None,
+) -> Message:
+    """``!mod history``: the standing on the ladder, then infractions newest first with ids,
+    kinds, durations, state and what each stood for on the ladder."""
+    head_plain = f"History of {subject}: {total} infraction(s), newest first"
+    head_html = f"History of {pill(subject)}: {total} infraction(s), newest first"
     if not infractions:
         text = f"{subject} has no infractions."
-        return Message(text, html.escape(text))
-    head = f"History of {subject}: {total} infraction(s), newest first"
-    lines_plain = [head]
-    lines_html = [f"<p>History of <code>{html.escape(subject)}</code>: {total} infraction(s), newest first</p><ul>"]
+        if standing is not None:
+            text += f"\nStanding: {standing.plain}"
+            return Message(text, f"{pill(subject)} has no infractions.<br>Standing: {standing.html}")
+        return Message(text, f"{pill(subject)} has no infractions.")
+    lines_plain = [head_plain]
+    lines_html = [f"<p>{head_html}"]
+    if standing is not None:
+        lines_plain.append(f"Standing: {standing.plain}")
+        lines_html.append(f"<br>Standing: {standing.html}")
+    lines_html.append("</p><ul>")
     for inf in infractions:
-        duration = ""
+        what = inf.kind
         if inf.kind in ("mute", "ban"):
-            duration = (
+            what += (
                 " permanent"
                 if inf.expires_at is None
-                else f" {format_duration((inf.expires_at - inf.created_at) / 1000)}, expires {when(inf.expires_at)}"
+                else f" {format_duration((inf.expires_at - inf.created_at) / 1000)}, until {when(inf.expires_at)}"
             )
-        level = f", ladder level {inf.level}" if inf.level is not None else ""
-        scope = "all rooms" if inf.scope == "*" else inf.scope
+        # Only sanctions that last have a state worth reading; a note or kick just happened.
+        state = f" [{_STATE_WORDS.get(inf.state, inf.state)}]" if inf.kind in ("mute", "ban") else ""
+        if inf.kind not in ("mute", "ban") and inf.state in ("pardoned", "failed"):
+            state = f" [{inf.state}]"
+        rung = ""
+        if ladder is not None and inf.level is not None and 1 <= inf.level <= len(ladder.steps):
+            rung = f" (ladder rung {inf.level} of {len(ladder.steps)}: {ladder.steps[inf.level - 1]})"
+        scope = where(inf.scope) if where is not None else ("all rooms" if inf.scope == "*" else inf.scope)
         line = (
-            f"#{inf.id} {inf.kind}{duration} [{inf.state}] in {scope} — {inf.reason or 'no reason given'}"
-            f" — by {inf.actor} on {when(inf.created_at)}{level}"
+            f"#{inf.id} {what}{state} in {scope} — {inf.reason or 'no reason given'}"
+            f" — by {inf.actor} on {when(inf.created_at)}{rung}"
         )
         lines_plain.append(line)
         lines_html.append(f"<li>{html.escape(line)}</li>")
@@ -122,6 +169,25 @@ def history_message(subject: str, infractions: Sequence[Infraction], total: int)
         lines_html.append(f"<li>{html.escape(more)}</li>")
     lines_html.append("</ul>")
     return Message("\n".join(lines_plain), "".join(lines_html))
+
+
+def bullet_list(head: str, items: Sequence[str], *, limit: int = 50, max_chars: int = 30_000) -> Message:
+    """A heading and a list, as an HTML list with a plain-text fallback, cut to fit one event:
+    at most ``limit`` items and ``max_chars`` characters, then "… and N more"."""
+    shown: list[str] = []
+    size = len(head)
+    for item in items[:limit]:
+        if size + len(item) > max_chars:
+            break
+        shown.append(item)
+        size += len(item) + 4
+    more = len(items) - len(shown)
+    tail = [f"… and {more} more"] if more else []
+    plain = "\n".join([head, *(f"• {item}" for item in shown), *tail])
+    markup = f"<p>{html.escape(head)}</p>"
+    if shown or tail:
+        markup += "<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in [*shown, *tail]) + "</ul>"
+    return Message(plain, markup)
 
 
 def user_notice(
@@ -174,3 +240,20 @@ def user_notice(
             for line in html_lines
         ]
     return Message(plain, "<br>".join(html_lines))
+
+
+def ordinal(number: int) -> str:
+    """1st, 2nd, 3rd, 4th, 11th, 21st …"""
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
+
+
+def standing_line(count: int, next_step: str, decay_days: int) -> Message:
+    """A user's standing on the ladder, for replies and ``!mod history``:
+    "3rd violation in 90 days; the ladder suggests `ban 7d` next"."""
+    head = "no violations" if count == 0 else f"{ordinal(count)} violation"
+    when_next = "first" if count == 0 else "next"
+    plain = f"{head} in {decay_days} days; the ladder suggests `{next_step}` {when_next}"
+    step = f"<code>{html.escape(next_step)}</code>"
+    markup = f"{html.escape(head)} in {decay_days} days; the ladder suggests {step} {when_next}"
+    return Message(plain, markup)

@@ -15,14 +15,14 @@ import json
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 import structlog
 
 from abusebot import __version__
 from abusebot.actions import Moderation
-from abusebot.audit import Message
+from abusebot.audit import Message, bullet_list
 from abusebot.commands import CommandHandler
 from abusebot.config import Config
 from abusebot.events import Event, parse_event
@@ -31,6 +31,7 @@ from abusebot.ledger import Ledger
 from abusebot.matrix import Api, Homeserver, HomeserverUnavailable, MatrixError, WriteQueue
 from abusebot.pipeline import Pipeline
 from abusebot.rooms import RoomStore
+from abusebot.safety import room_problems
 from abusebot.scheduler import ExpiryScheduler
 from policies.lists import PolicyManager
 
@@ -122,10 +123,13 @@ class Bot:
         )
         self.scheduler = ExpiryScheduler(self.ledger, self.moderation, alert_after=cfg.expiry_alert_after)
         await self._join_rooms()
+        # After the management room is known: a restore that comes due at once posts there.
+        await self.pipeline.executor.resume_locks()
         await self.policies.load()
         if await self.ledger.get_kv("sync_token") is None:
             await self._first_sync()
         self.scheduler.start()
+        await self.announce_start()
         log.info(
             "started",
             user_id=self.hs.user_id,
@@ -194,12 +198,20 @@ class Bot:
         if token:
             self.hs.restore(token, device_id)
             try:
-                self.hs.user_id = await self.hs.whoami()
-                return
+                owner = await self.hs.whoami()
             except MatrixError as err:
                 if err.status != 401 or not cfg.password:
                     raise StartupError(f"the access token was refused: {err}") from err
                 log.warning("stored_token_refused", error=str(err))
+            else:
+                if owner == cfg.user_id or cfg.access_token:
+                    self.hs.user_id = owner
+                    return
+                # A stored session of another account (data_dir reused): log in afresh.
+                log.warning("stored_token_of_another_user", owner=owner, user_id=cfg.user_id)
+                self.hs.user_id = cfg.user_id
+                if not cfg.password:
+                    raise StartupError(f"the stored session belongs to {owner}, not {cfg.user_id}")
         if not cfg.password:
             raise StartupError("no usable access token and no password to log in with")
         try:
@@ -420,10 +432,11 @@ class Bot:
             if event.type == "m.room.tombstone" and event.state_key == "":
                 await self._follow_upgrade(event)
                 return
-            # Only a command its sender may give stops here; a refused one is a message like any
-            # other and meets the policy lists and every protection below.
-            if await self.commands.handle(event):
-                return
+            # A command is obeyed (or refused) here, and then, like every event, meets the
+            # policy lists and the protections: the prefix shields nothing. Moderators are exempt
+            # from protections anyway; a protected room's admin is not (their "!mod" spam or a
+            # burst of "!mod help" is spam or a flood like any other).
+            await self.commands.handle(event)
         except Exception as err:
             bound.exception("event_handler_failed", handler="commands", error=repr(err), type=event.type)
         for hook in self.hooks:
@@ -476,32 +489,51 @@ class Bot:
     # -- status -----------------------------------------------------------------------------------
 
     async def status_message(self) -> Message:
-        """``!mod status``: rooms, uptime, ledger counts, sync lag."""
+        """``!mod status``: a summary that fits one event at any scale — counts, and only the
+        rooms with a problem (``!mod rooms`` lists them all)."""
         counts = await self.ledger.counts()
         uptime = int(time.time() - self.started_at)
         lag = "never synced" if self.last_sync_at is None else f"{time.time() - self.last_sync_at:.1f}s since last sync"
-        rooms = [
-            f"{self.store.label(r)} ({r}): {len(self.store.room(r).members())} members" for r in self.store.protected
-        ]
-        lines = [
-            f"abusebot {__version__}, up {uptime // 3600}h{uptime % 3600 // 60:02d}m{uptime % 60:02d}s",
+        problems = room_problems(self.store, self.hs.user_id)
+        rooms = self.store.protected
+        members = sum(len(self.store.room(r).members()) for r in rooms)
+        infractions = ", ".join(
+            f"{count} {key.removeprefix('infractions_')}"
+            for key, count in sorted(counts.items())
+            if key.startswith("infractions_")
+        )
+        enabled = [f"{n} ({s.mode})" for n, s in sorted(self.pipeline.setups.items()) if s.enabled]
+        disabled = [n for n, s in sorted(self.pipeline.setups.items()) if not s.enabled]
+        head = [
+            f"abusebot {__version__} for {self.moderation.community}, "
+            f"up {uptime // 3600}h{uptime % 3600 // 60:02d}m{uptime % 60:02d}s; "
+            f"protecting {len(rooms)} room(s) ({members} memberships)",
             f"Sync: {lag}; {self.events_handled} events handled; rate-limited writes: {self.queue.rate_limited_count}",
-            f"Protected rooms ({len(rooms)}):",
-            *(f"  • {line}" for line in rooms),
-            "Ledger: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(counts.items())),
+            f"Ledger: infractions {infractions or 'none'}; {counts.get('audit_rows', 0)} audit rows; "
+            f"{counts.get('pending_lifts', 0)} pending lift(s)",
+            "Protections: "
+            + (", ".join(enabled) if enabled else "none enabled")
+            + (f"; off: {', '.join(disabled)}" if disabled else "")
+            + " (details: !mod protections)",
+            "Policy lists: " + "; ".join(self.policies.describe()),
+            f"Rooms with a problem: {len(problems)} of {len(rooms)}" + (" (details: !mod rooms)" if problems else ""),
         ]
-        lines.extend(self.status_lines())
-        plain = "\n".join(lines)
-        return Message(plain, "<br>".join(html.escape(line) for line in lines))
+        items = [f"{self.store.label(r)} ({r}): missing {', '.join(missing)}" for r, missing in problems.items()]
+        listing = bullet_list(head[-1], items, limit=20, max_chars=8000)
+        plain = "\n".join([*head[:-1], listing.plain])
+        markup = "<br>".join(html.escape(line) for line in head[:-1]) + listing.html
+        return Message(plain, markup)
 
-    def status_lines(self) -> Sequence[str]:
-        """Extra status lines from plug-ins (protections, policy lists)."""
-        return [
-            "Protections:",
-            *(f"  • {line}" for line in self.pipeline.describe()),
-            "Policy lists:",
-            *(f"  • {line}" for line in self.policies.describe()),
-        ]
+    async def announce_start(self) -> None:
+        """Tell the management room the bot is up, and where it lacks a power it needs."""
+        problems = room_problems(self.store, self.hs.user_id)
+        head = f"✅ abusebot {__version__} started: protecting {len(self.store.protected)} room(s)"
+        if problems:
+            head += f"; in {len(problems)} of them I lack a power I need:"
+            for room_id, missing in problems.items():
+                log.warning("room_power_missing", room_id=room_id, missing=missing)
+        items = [f"{self.store.label(r)} ({r}): missing {', '.join(missing)}" for r, missing in problems.items()]
+        await self.moderation.post(bullet_list(head, items, limit=20, max_chars=8000))
 
 
 def _system_actor(event: Event) -> Any:

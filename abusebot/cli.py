@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import Any
 
 from abusebot import __version__
 from abusebot.config import Config, ConfigError, load_config
@@ -30,7 +31,12 @@ def _load(path: str) -> Config | None:
 
 
 async def _check(config: Config) -> int:
-    from abusebot.files import DataDirError, check_data_dir
+    """``check-config``: the file, data_dir, the homeserver, the login (reusing the stored
+    session), and every room: resolves, joined or invited, powers, encryption."""
+    import sqlite3
+
+    from abusebot.files import DataDirError, check_data_dir, prepare_data_dir
+    from abusebot.ledger import Ledger, LedgerError
     from abusebot.matrix import Homeserver, HomeserverUnavailable, MatrixError
 
     for warning in config.warnings:
@@ -41,32 +47,157 @@ async def _check(config: Config) -> int:
         print(f"abusebot: config error: {err}", file=sys.stderr)
         return EXIT_CONFIG
     hs = Homeserver(config.homeserver, config.user_id, config.device_name)
+    ledger: Ledger | None = None
     try:
+        if config.ledger_path.exists():
+            try:
+                ledger = await Ledger.open(config.ledger_path)
+            except (sqlite3.Error, LedgerError) as err:
+                problem = f"data_dir: cannot use the ledger {config.ledger_path}: {err}"
+                print(f"abusebot: config error: {problem}", file=sys.stderr)
+                return EXIT_CONFIG
         try:
             versions = await hs.request("GET", "/_matrix/client/versions")
         except (HomeserverUnavailable, MatrixError) as err:
-            print(f"abusebot: homeserver {config.homeserver} does not answer: {err}", file=sys.stderr)
+            print(f"abusebot: the homeserver {config.homeserver} does not answer: {_why(err)}", file=sys.stderr)
             return EXIT_FAILURE
         print(f"homeserver answers: {config.homeserver} (versions {', '.join(versions.get('versions', [])[-2:])})")
         try:
-            if config.access_token:
-                hs.restore(config.access_token, None)
-                user = await hs.whoami()
-            else:
-                assert config.password is not None
-                await hs.login_password(config.password)
-                user = hs.user_id
-                await hs.request("POST", "/_matrix/client/v3/logout", {})
+            how = await _log_in(config, hs, ledger)
         except (HomeserverUnavailable, MatrixError) as err:
-            print(f"abusebot: cannot log in as {config.user_id}: {err}", file=sys.stderr)
+            print(f"abusebot: cannot log in as {config.user_id}: {_why(err)}", file=sys.stderr)
             return EXIT_FAILURE
-        if user != config.user_id:
-            print(f"abusebot: logged in as {user}, but user_id says {config.user_id}", file=sys.stderr)
+        if hs.user_id != config.user_id:
+            print(f"abusebot: logged in as {hs.user_id}, but user_id says {config.user_id}", file=sys.stderr)
             return EXIT_CONFIG
-        print(f"logged in as {user}: configuration OK")
+        if how == "password" and ledger is None:
+            # Keep the session, so the next check and the bot itself reuse it instead of logging
+            # in again (a few logins a minute hit the homeserver's login rate limit).
+            prepare_data_dir(config.data_dir)
+            ledger = await Ledger.open(config.ledger_path)
+        if how == "password" and ledger is not None:
+            await ledger.set_kv("access_token", hs.access_token)
+            await ledger.set_kv("device_id", hs.device_id)
+        print(f"logged in as {hs.user_id} ({how})")
+        problems, fatal = await _check_rooms(config, hs)
+        if fatal:
+            print(f"abusebot: config error: {fatal}", file=sys.stderr)
+            return EXIT_CONFIG
+        if problems:
+            print(f"abusebot: {len(problems)} problem(s):", file=sys.stderr)
+            for problem in problems:
+                print(f"  - {problem}", file=sys.stderr)
+            return EXIT_FAILURE
+        print("configuration OK")
         return EXIT_OK
     finally:
+        if ledger is not None:
+            await ledger.close()
         await hs.close()
+
+
+def _why(err: Exception) -> str:
+    from abusebot.matrix import MatrixError
+
+    if isinstance(err, MatrixError):
+        return f"{err.errcode or err.status}: {err.error}" if err.error else str(err)
+    return str(err).split(": ", 1)[-1]
+
+
+async def _log_in(config: Config, hs: Any, ledger: Any) -> str:
+    """Log in as the bot will: the configured token, else the stored session, else the password."""
+    from abusebot.matrix import MatrixError
+
+    if config.access_token:
+        hs.restore(config.access_token, None)
+        hs.user_id = await hs.whoami()
+        return "access token from the config"
+    stored = await ledger.get_kv("access_token") if ledger is not None else None
+    if stored:
+        hs.restore(stored, await ledger.get_kv("device_id"))
+        try:
+            owner = await hs.whoami()
+        except MatrixError as err:
+            if err.status != 401:
+                raise
+        else:
+            if owner == config.user_id:  # a session of another account is not ours to reuse
+                hs.user_id = owner
+                return "the bot's stored session"
+        hs.user_id = config.user_id
+    assert config.password is not None
+    device = await ledger.get_kv("device_id") if ledger is not None else None
+    await hs.login_password(config.password, device or None)
+    return "password"
+
+
+async def _check_rooms(config: Config, hs: Any) -> tuple[list[str], str | None]:
+    """Each configured room: resolved, joined or invited, the powers the bot has, encryption.
+    Returns (problems, fatal): fatal for a room that does not exist."""
+    import json
+
+    from abusebot.matrix import API, HomeserverUnavailable, MatrixError
+    from abusebot.rooms import RoomState
+    from abusebot.safety import missing_powers
+
+    wanted = [("management_room", config.management_room)] + [
+        (f"protected_rooms[{i}]", room) for i, room in enumerate(config.protected_rooms)
+    ]
+    ids: dict[str, str] = {}
+    for key, room in wanted:
+        if room.startswith("#"):
+            try:
+                ids[key] = await hs.resolve_alias(room)
+            except (MatrixError, HomeserverUnavailable) as err:
+                return [], f"{key}: {room} does not resolve ({_why(err)})"
+        else:
+            ids[key] = room
+    # /joined_rooms and state reads, not /sync: Synapse caches a sync answer for minutes, so a
+    # check right after the bot joined would still see the invites.
+    joined = set((await hs.request("GET", f"{API}/joined_rooms")).get("joined_rooms") or [])
+    outside = sorted(set(ids.values()) - joined)
+    invited: set[str] = set()
+    if outside:
+        sync_filter = {
+            "presence": {"not_types": ["*"]},
+            "account_data": {"not_types": ["*"]},
+            "room": {"rooms": outside, "timeline": {"limit": 0}, "state": {"types": []}},
+        }
+        reply = await hs.request("GET", f"{API}/sync", query={"timeout": 0, "filter": json.dumps(sync_filter)})
+        invited = set((reply.get("rooms") or {}).get("invite") or {})
+    states: dict[str, list[dict[str, Any]]] = {}
+    for room_id in sorted(set(ids.values()) & joined):
+        events = []
+        for event_type in ("m.room.power_levels", "m.room.create", "m.room.encryption", "m.room.name"):
+            content = await hs.state_event(room_id, event_type)
+            if content is not None:
+                events.append({"type": event_type, "state_key": "", "content": content})
+        states[room_id] = events
+    problems: list[str] = []
+    for key, room in wanted:
+        room_id = ids[key]
+        label = room if room == room_id else f"{room} ({room_id})"
+        if room_id in invited:
+            print(f"{key} {label}: invited; I will join at start")
+            continue
+        if room_id not in joined:
+            problems.append(f"{key} {label}: I am neither joined nor invited; invite {config.user_id}")
+            continue
+        state = RoomState(room_id)
+        state.apply_all(states[room_id])
+        state.apply({"type": "m.room.member", "state_key": hs.user_id, "content": {"membership": "join"}})
+        notes = []
+        if state.get("m.room.encryption") is not None:
+            problems.append(f"{key} {label}: encrypted; abusebot cannot read encrypted rooms yet")
+            notes.append("encrypted")
+        if key != "management_room":
+            missing = missing_powers(state, hs.user_id)
+            if missing:
+                problems.append(f"{key} {label}: I lack the power for {', '.join(missing)}")
+                notes.append("missing " + ", ".join(missing))
+        name = f" “{state.name}”" if state.name else ""
+        print(f"{key} {label}{name}: joined" + (f"; {'; '.join(notes)}" if notes else "; all powers I need"))
+    return problems, None
 
 
 def _run(config: Config) -> int:

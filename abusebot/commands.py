@@ -7,6 +7,7 @@ came from moving such a check; here it is one function, called from one place.
 
 from __future__ import annotations
 
+import difflib
 import html
 import re
 import unicodedata
@@ -20,14 +21,15 @@ import structlog
 import yaml
 
 from abusebot.actions import Actor, Moderation, Outcome, Scope
-from abusebot.audit import Message, history_message
+from abusebot.audit import Message, bullet_list, history_message, standing_line
 from abusebot.config import ConfigError
-from abusebot.durations import DurationError, looks_like_duration, parse_duration
+from abusebot.durations import EXAMPLES, DurationError, take_duration
 from abusebot.events import Event
+from abusebot.ledger import now_ms
 from abusebot.matrix import HomeserverUnavailable, MatrixError
 from abusebot.pipeline import Pipeline
 from abusebot.rooms import RoomStore
-from abusebot.safety import can_command
+from abusebot.safety import can_command, room_problems
 from policies.lists import ListOptions, PolicyManager
 
 log = structlog.get_logger("abusebot.commands")
@@ -183,6 +185,10 @@ SPECS: Mapping[str, Spec] = {
         room_admins=False,
     ),
     "status": Spec("status", "Rooms, uptime, ledger counts and sync lag.", room_admins=False),
+    "rooms": Spec(
+        "rooms", "The protected rooms, and in which of them I lack a power I need.", room_admins=False
+    ),
+    "unlock": Spec("unlock <room>", "End a join-wave lock early, restoring the room's join rule."),
     "protections": Spec(
         "protections [enable <name> | disable <name> | mode <name> act|observe | set <name> <key> <value>]",
         "List the protections, or change one (persisted).",
@@ -257,7 +263,9 @@ def parse_command(text: str, prefix: str = "!mod") -> Parsed:
         return Parsed("help")
     name = words[1].lower()
     if name not in SPECS:
-        raise UsageError("help", f"unknown command {words[1][:40]!r}")
+        close = difflib.get_close_matches(name, list(SPECS), n=1, cutoff=0.6) if name.isalpha() else []
+        hint = f"; did you mean {prefix} {close[0]}?" if close else ""
+        raise UsageError("help", f"unknown command {words[1][:40]!r}{hint}")
     args, room = _take_room_flag(words[2:], name)
     flags = frozenset(word for word in args if word in FLAGS)
     args = [word for word in args if word not in FLAGS]
@@ -270,8 +278,14 @@ def parse_command(text: str, prefix: str = "!mod") -> Parsed:
 
     if name == "help":
         return Parsed(name, topic=args[0].lower() if args else None)
-    if name == "status":
+    if name in ("status", "rooms"):
+        if args:
+            raise UsageError(name, f"{name} takes nothing more")
         return Parsed(name, room=room)
+    if name == "unlock":
+        if len(args) != 1 or not ROOM_REF.fullmatch(args[0]):
+            raise UsageError(name, "which room? Give its id (!id) or alias (#name:server)")
+        return Parsed(name, room=args[0])
     if name == "protections":
         return _parse_protections(args)
     if name == "lists":
@@ -290,23 +304,16 @@ def parse_command(text: str, prefix: str = "!mod") -> Parsed:
         if not rest:
             raise UsageError(name, "a reason is required" if name == "warn" else "what should the note say?")
         return Parsed(name, user=user, reason=_reason(rest), room=room)
-    if name == "mute":
-        if not rest:
-            raise UsageError(name, "how long? e.g. 30m, 2h, 7d")
+    if name in ("mute", "ban"):
+        # Never guessed: a duration it clearly is, or a refusal; a failed one is never a reason.
         try:
-            duration = parse_duration(rest[0])
+            duration, used = take_duration(rest)
         except DurationError as err:
             raise UsageError(name, str(err)) from err
-        return Parsed(name, user=user, duration_s=duration, reason=_reason(rest[1:]), room=room)
-    if name == "ban":
-        duration = None
-        if rest and looks_like_duration(rest[0]):
-            try:
-                duration = parse_duration(rest[0])
-            except DurationError as err:
-                raise UsageError(name, str(err)) from err
-            rest = rest[1:]
-        return Parsed(name, user=user, duration_s=duration, reason=_reason(rest), room=room, flags=flags)
+        if name == "mute" and duration is None:
+            word = f"{rest[0][:40]!r} is not a duration; " if rest else ""
+            raise UsageError(name, f"{word}how long? ({EXAMPLES})")
+        return Parsed(name, user=user, duration_s=duration, reason=_reason(rest[used:]), room=room, flags=flags)
     if name == "redact":
         count = DEFAULT_REDACT_COUNT
         if rest:
@@ -442,7 +449,9 @@ class CommandHandler:
             )
             log.info("command_ignored", sender=event.sender, room_id=event.room_id, event_id=event.event_id)
             return False
-        actor = Actor(auth.sender, "command", event.event_id, bounded=not auth.management)
+        actor = Actor(
+            auth.sender, "command", event.event_id, bounded=not auth.management, reply_is_audit=auth.management
+        )
         if not await self.moderation.mark_source(actor, "command"):
             log.info("command_replayed", event_id=event.event_id)
             return True
@@ -504,8 +513,20 @@ class CommandHandler:
             return await self._lists(parsed, actor)
         if parsed.name == "history":
             assert parsed.user is not None
-            infractions = await m.ledger.history(parsed.user, limit=25)
-            return history_message(parsed.user, infractions, await m.ledger.count_for(parsed.user))
+            infractions = await m.ledger.history(parsed.user, limit=500)
+            ladder_ = self.pipeline.ladder if self.pipeline else None
+            standing = None
+            if ladder_ is not None:
+                count, step = ladder_.standing(infractions, now_ms())
+                standing = standing_line(count, str(step), ladder_.decay_days)
+            return history_message(
+                parsed.user,
+                infractions[:25],
+                await m.ledger.count_for(parsed.user),
+                standing=standing,
+                ladder=ladder_,
+                where=m.label_scope,
+            )
         if parsed.name == "pardon":
             assert parsed.infraction_id is not None
             return _reply(await m.pardon(parsed.infraction_id, parsed.reason or "pardoned", actor))
@@ -513,18 +534,22 @@ class CommandHandler:
             assert parsed.user is not None
             return _reply(await m.note(parsed.user, parsed.reason, actor))
 
+        if parsed.name == "rooms":
+            return self.rooms_message()
+        if parsed.name == "unlock":
+            return await self._unlock(parsed, auth, actor)
+
         scope = await self._scope(parsed, auth)
         user = parsed.user
         assert user is not None
         reason = parsed.reason
         ladder = self.pipeline.ladder if self.pipeline else None
-        if parsed.name == "warn" and self.pipeline is not None:
-            # A moderator's warning is a violation like any other: the ladder decides the step.
-            outcome = await self.pipeline.executor.escalate(
-                user, "moderator warning", actor, scope=scope, reason=reason, severity="minor"
+        # Moderators choose the level: each command does what was typed. The ladder drives only
+        # the bot's own actions; here it informs (the standing line of the reply).
+        if parsed.name == "warn":
+            outcome = await m.warn(
+                user, reason, actor, scope, level=ladder.level_for("warning", None) if ladder else None
             )
-        elif parsed.name == "warn":
-            outcome = await m.warn(user, reason, actor, scope)
         elif parsed.name == "mute":
             outcome = await m.mute(
                 user,
@@ -550,14 +575,46 @@ class CommandHandler:
             if outcome.ok and self._publishes(parsed, scope):
                 assert self.policies is not None
                 await self.policies.publish_ban(user, reason or "banned by the moderators")
-                outcome = attrs.evolve(outcome, summary=outcome.summary + "; published to our policy list")
+                outcome = _amend(outcome, "published to our policy list")
         elif parsed.name == "unban":
             outcome = await m.unban(user, reason or "unbanned by a moderator", actor, scope)
             if self.policies is not None and scope.key == "*" and await self.policies.unpublish(user):
-                outcome = attrs.evolve(outcome, summary=outcome.summary + "; removed from our policy list")
+                outcome = _amend(outcome, "removed from our policy list")
         else:  # redact
             outcome = await m.redact(user, parsed.count or DEFAULT_REDACT_COUNT, "removed by a moderator", actor, scope)
-        return _reply(outcome)
+        reply = _reply(outcome)
+        if ladder is not None and outcome.ok and outcome.infraction is not None:
+            count, step = ladder.standing(await m.ledger.history(user, limit=500), now_ms())
+            standing = standing_line(count, str(step), ladder.decay_days)
+            reply = Message(f"{reply.plain}\n{standing.plain}", f"{reply.html}<br>{standing.html}")
+        return reply
+
+    def rooms_message(self) -> Message:
+        """``!mod rooms``: each protected room, and the powers the bot lacks where it lacks one."""
+        problems = room_problems(self.store, self.moderation.bot_user_id)
+        rooms = self.store.protected
+        head = f"Protecting {len(rooms)} room(s); {len(problems)} with a problem."
+        lines = [
+            (
+                f"{self.store.label(r)} ({r}): "
+                + ("missing " + ", ".join(problems[r]) if r in problems else "all powers I need")
+            )
+            for r in rooms
+        ]
+        return bullet_list(head, lines, limit=60)
+
+    async def _unlock(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
+        """``!mod unlock <room>``: end a join-wave lock now."""
+        if self.pipeline is None:
+            return _text("No protections are loaded.")
+        scope = await self._scope(parsed, auth)
+        room_id = scope.rooms[0] if scope.rooms else str(parsed.room)
+        if not await self.pipeline.executor.unlock_now(room_id):
+            raise UsageError("unlock", f"{self.store.label(room_id)} is not locked by me")
+        await self.moderation.ledger.audit(
+            actor=actor.name, action="unlock_room", outcome="requested", room=room_id, event_id=actor.event_id
+        )
+        return _text(f"✅ Ended the join-wave lock of {self.store.label(room_id)}.")
 
     def _publishes(self, parsed: Parsed, scope: Scope) -> bool:
         """Whether a ban goes to our published list: --list always, --no-list never, and by default
@@ -575,7 +632,7 @@ class CommandHandler:
         if policies is None:
             return _text("Policy lists are not loaded.")
         if not parsed.words:
-            return _text("Policy lists:\n" + "\n".join(policies.describe()))
+            return bullet_list("Policy lists:", policies.describe())
         verb, room = parsed.words
         if verb == "watch":
             options = ListOptions(
@@ -611,7 +668,7 @@ class CommandHandler:
             return _text("No protections are loaded.")
         pipeline = self.pipeline
         if not parsed.words:
-            return _text("Protections:\n" + "\n".join(pipeline.describe()))
+            return bullet_list("Protections:", pipeline.describe())
         verb, name, *rest = parsed.words
         if name not in pipeline.setups:
             raise UsageError("protections", f"unknown protection {name!r}; known: {', '.join(sorted(pipeline.setups))}")
@@ -645,6 +702,18 @@ def _text(text: str) -> Message:
 
 
 def _reply(outcome: Outcome) -> Message:
+    """The reply to a command: a mark, then the action's line (in the management room it is the
+    only message the action posts)."""
     mark = "✅" if outcome.ok else ("⛔" if outcome.refused else "⚠️")
+    if outcome.line is not None:
+        return Message(f"{mark} {outcome.line.plain}", f"{mark} {outcome.line.html}")
     text = f"{mark} {outcome.summary}"
     return Message(text, html.escape(text))
+
+
+def _amend(outcome: Outcome, note: str) -> Outcome:
+    """``outcome`` with one more note on its line (e.g. published to our policy list)."""
+    line = outcome.line
+    if line is not None:
+        line = Message(f"{line.plain} — {note}", f"{line.html} — {html.escape(note)}")
+    return attrs.evolve(outcome, summary=f"{outcome.summary}; {note}", line=line)

@@ -60,6 +60,9 @@ class Config:
     notify_users: bool = True
     sync_timeout_ms: int = 30000
     expiry_alert_after: int = 3
+    #: How notices and replies name the community (``community.name``); ``None``: the first
+    #: protected room's name.
+    community_name: str | None = None
     logging: LoggingConfig = LoggingConfig()
     protections: Mapping[str, Any] = attrs.field(factory=dict)
     rooms: Mapping[str, Any] = attrs.field(factory=dict)
@@ -141,9 +144,11 @@ def _secret(data: Mapping[str, Any], key: str, base: Path) -> str | None:
     if not file_path.is_absolute():
         file_path = base / file_path
     try:
-        secret = file_path.read_text().strip()
+        secret = file_path.read_bytes().decode("utf-8").strip()
     except OSError as err:
         raise ConfigError(f"{key}_file", "a readable file", str(file_path)) from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{key}_file", "a UTF-8 text file", str(file_path)) from err
     if not secret:
         raise ConfigError(f"{key}_file", "a file that is not empty", str(file_path))
     return secret
@@ -168,11 +173,26 @@ _KNOWN_KEYS = frozenset(
         "sync_timeout_ms",
         "expiry_alert_after",
         "logging",
+        "community",
         "protections",
         "rooms",
         "policy_lists",
     }
 )
+
+
+def _community(value: Any, path: str) -> str | None:
+    section = _mapping(value, path)
+    for key in section:
+        if key != "name":
+            raise ConfigError(f"{path}.{key}", "the known key: name", key)
+    name = section.get("name")
+    if name is None:
+        return None
+    text = _string(name, f"{path}.name", "the community's name (a string)")
+    if len(text) > 100:
+        raise ConfigError(f"{path}.name", "a name of at most 100 characters", text)
+    return text
 
 
 def _logging(value: Any, path: str) -> LoggingConfig:
@@ -215,6 +235,8 @@ def parse_config(data: Any, base: Path | None = None, source: Path | None = None
         )
 
     data_dir_text = _string(_require(data, "data_dir", "a directory path"), "data_dir", "a directory path")
+    if "\x00" in data_dir_text:
+        raise ConfigError("data_dir", "a directory path (without NUL characters)", data_dir_text)
     data_dir = Path(data_dir_text)
     if not data_dir.is_absolute():
         data_dir = base / data_dir
@@ -228,6 +250,8 @@ def parse_config(data: Any, base: Path | None = None, source: Path | None = None
         raise ConfigError("protected_rooms", "rooms other than the management room", management_room)
 
     prefix = _optional(data, "command_prefix", _string, "!mod")
+    if len(prefix.split()) != 1:
+        raise ConfigError("command_prefix", "one word without spaces, like !mod", prefix)
     rules_url = _optional(data, "rules_url", _string, None)
 
     return Config(
@@ -246,6 +270,7 @@ def parse_config(data: Any, base: Path | None = None, source: Path | None = None
         sync_timeout_ms=_optional(data, "sync_timeout_ms", lambda v, p: _integer(v, p, 1000, 120000), 30000),
         expiry_alert_after=_optional(data, "expiry_alert_after", lambda v, p: _integer(v, p, 1, 100), 3),
         logging=_optional(data, "logging", _logging, LoggingConfig()),
+        community_name=_optional(data, "community", _community, None),
         protections=_optional(data, "protections", _mapping, {}),
         rooms=_optional(data, "rooms", _mapping, {}),
         policy_lists=_optional(data, "policy_lists", _mapping, {}),
@@ -265,7 +290,9 @@ def load_config(path: str | Path) -> Config:
     except UnicodeDecodeError as err:
         raise ConfigError(str(path), "a UTF-8 YAML file", f"a byte that is not UTF-8 at offset {err.start}") from err
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)
+    except ValueError as err:  # e.g. an integer with thousands of digits
+        raise ConfigError(str(path), "valid YAML", str(err).split(":")[0]) from err
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
@@ -274,6 +301,30 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(str(path), "valid YAML", "nesting too deep to read") from err
     config = parse_config(data, base=path.resolve().parent, source=path)
     return attrs.evolve(config, warnings=tuple(_exposed_secrets(path, data)))
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (the later one silently winning
+    hides the mistake)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            duplicate = key in seen
+        except TypeError:
+            continue  # unhashable: the constructor below reports it
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key {key!r} is given twice", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def _exposed_secrets(path: Path, data: Mapping[str, Any]) -> list[str]:

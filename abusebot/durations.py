@@ -1,14 +1,32 @@
-"""Durations as moderators type them: ``30s``, ``10m``, ``2h``, ``7d``, ``4w`` (and sums like ``1h30m``)."""
+"""Durations as moderators type them: ``30s``, ``10m``, ``2h``, ``7d``, ``4w``, sums like ``1h30m``,
+and the words people write anyway (``7days``, ``2 days``, ``1hr``, ``30 min``).
+
+A duration is never guessed: text is either a duration it clearly is, or refused. A command
+reads its duration with :func:`take_duration`, which also refuses a word that *looks* like a
+failed duration (``7dayz``, a bare ``2``), so such a word can never slip into the reason of a
+permanent ban.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_PART = re.compile(r"(\d{1,9})([smhdw])", re.ASCII)
-_WHOLE = re.compile(r"(?:\d{1,9}[smhdw])+", re.ASCII)
+_SECOND, _MINUTE, _HOUR, _DAY, _WEEK = 1, 60, 3600, 86400, 7 * 86400
+#: Every unit word accepted, lower-case. Months and years are left out on purpose: "1m" is a
+#: minute, and a month's length is a matter of opinion; write 30d or 4w.
+UNITS: dict[str, int] = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), _SECOND),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), _MINUTE),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), _HOUR),
+    **dict.fromkeys(("d", "day", "days"), _DAY),
+    **dict.fromkeys(("w", "wk", "wks", "week", "weeks"), _WEEK),
+}
+_PART = re.compile(r"(\d{1,9})\s*([a-z]+)", re.ASCII)
+_WHOLE = re.compile(r"(?:\d{1,9}\s*[a-z]+\s*)+", re.ASCII)
 #: A sanction longer than this is a typo, not a plan; say "permanent" instead.
 MAX_SECONDS = 10 * 365 * 86400
+EXAMPLES = "e.g. 30m, 2h, 7d, 4w or 2 days"
 
 
 class DurationError(ValueError):
@@ -18,13 +36,17 @@ class DurationError(ValueError):
 def parse_duration(text: str) -> int:
     """Return the duration in seconds, or raise :class:`DurationError`.
 
-    >>> parse_duration("1h30m")
-    5400
+    >>> parse_duration("1h30m"), parse_duration("2 days"), parse_duration("1hr")
+    (5400, 172800, 3600)
     """
     text = text.strip().lower()
-    if not _WHOLE.fullmatch(text):
-        raise DurationError(f"not a duration: {text!r} (use e.g. 30s, 10m, 2h, 7d, 4w)")
-    seconds = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(text))
+    if not text.isascii() or not _WHOLE.fullmatch(text):
+        raise DurationError(f"not a duration: {text[:40]!r} ({EXAMPLES})")
+    seconds = 0
+    for number, unit in _PART.findall(text):
+        if unit not in UNITS:
+            raise DurationError(f"not a duration: {text[:40]!r}: unknown unit {unit!r} ({EXAMPLES})")
+        seconds += int(number) * UNITS[unit]
     if seconds <= 0:
         raise DurationError("a duration must be longer than zero")
     if seconds > MAX_SECONDS:
@@ -33,8 +55,37 @@ def parse_duration(text: str) -> int:
 
 
 def looks_like_duration(text: str) -> bool:
-    """True when ``text`` has the shape of a duration (it may still be out of range)."""
-    return bool(_WHOLE.fullmatch(text.strip().lower()))
+    """True when ``text`` starts the way a duration does (an ASCII digit): it is one, or a failed one."""
+    first = text.strip()[:1]
+    return first != "" and first in "0123456789"
+
+
+def take_duration(words: Sequence[str]) -> tuple[int | None, int]:
+    """Read a duration from the start of ``words``: ``(seconds, words used)``, or ``(None, 0)``
+    when the words do not start with one. ``2 days`` and ``for 2 days`` use two and three words.
+
+    Raises :class:`DurationError` when the first word looks like a duration but is not one, so
+    it can never be taken for the start of a reason.
+    """
+    start = 1 if len(words) > 1 and words[0].lower() == "for" and looks_like_duration(words[1]) else 0
+    if len(words) <= start or not looks_like_duration(words[start]):
+        return None, 0
+    problem: DurationError | None = None
+    for count in (2, 1):  # "2 days" before "2" on its own
+        if len(words) < start + count:
+            continue
+        try:
+            return parse_duration(" ".join(words[start : start + count])), start + count
+        except DurationError as err:
+            if count == 1:
+                problem = err
+    assert problem is not None
+    if "longer than zero" in str(problem) or "10 years" in str(problem):
+        raise problem
+    raise DurationError(
+        f"{words[start][:40]!r} looks like a duration but is not one ({EXAMPLES}). "
+        "A reason may not start with a number: put a word first."
+    )
 
 
 def format_duration(seconds: int | float) -> str:

@@ -6,8 +6,9 @@ failed). The community's rules on top of the ladder:
 
 * a user already warned once by the bot for a minor matter is not warned again (they skip to the
   next rung);
-* a user whose first activity after joining is a violation joined only to break the rules: the
-  top rung (permanent ban) at once;
+* a user new to the community whose first activity is a *major* violation (a banned phrase,
+  invite spam, mass mentions) joined only to break the rules: the top rung (permanent ban) at
+  once. A minor one (links, an @room) gets the ordinary first step, like anyone's;
 * a user on probation (second chance) goes straight to the top rung;
 * moderators may start at any level: their ``!mod mute`` / ``!mod ban`` record the level that
   sanction stands for (:func:`level_for`), and the ladder continues from there.
@@ -25,8 +26,11 @@ from abusebot.ledger import Infraction
 
 DEFAULT_LADDER = ("warning", "mute 1h", "ban 7d", "ban")
 DEFAULT_DECAY_DAYS = 90
+DEFAULT_BURST_SECONDS = 10
 #: Infraction states that no longer count toward the ladder.
 NOT_COUNTING = frozenset({"pardoned", "failed", "pending"})
+#: Infraction kinds that are violations (a note is not).
+VIOLATION_KINDS = frozenset({"warning", "mute", "kick", "ban"})
 _STEP = re.compile(r"^(warning|mute|ban)(?:\s+(\S+))?$")
 
 
@@ -78,6 +82,8 @@ class Decision:
     level: int
     step: Step
     why: str
+    #: True when the step is more than the next rung (the management room is told why).
+    skipped: bool = False
 
 
 @attrs.frozen
@@ -86,6 +92,9 @@ class Ladder:
 
     steps: tuple[Step, ...] = parse_ladder(DEFAULT_LADDER)
     decay_days: int = DEFAULT_DECAY_DAYS
+    #: The bot's own violations of one user closer together than this are one burst: one rung
+    #: (the rest is removed, not escalated). Four spam lines in two seconds are one offence.
+    burst_seconds: int = DEFAULT_BURST_SECONDS
 
     @property
     def top(self) -> int:
@@ -112,16 +121,32 @@ class Ladder:
         probation: bool = False,
     ) -> Decision:
         """The next consequence for a user with ``history`` (any order) who just violated a rule."""
+        next_level = min(self.top, self.current_level(history, now_ms) + 1)
         if probation:
-            return Decision(self.top, self.steps[-1], "on probation: any violation means the top of the ladder")
-        if first_activity:
-            return Decision(self.top, self.steps[-1], "joined only to break the rules (first activity was a violation)")
-        level = min(self.top, self.current_level(history, now_ms) + 1)
+            why = "on probation: any violation means the top of the ladder"
+            return Decision(self.top, self.steps[-1], why, skipped=next_level < self.top)
+        if first_activity and not minor:
+            why = "joined only to break the rules: new to the community, and the first activity was a major violation"
+            return Decision(self.top, self.steps[-1], why, skipped=next_level < self.top)
+        level = next_level
         why = f"ladder level {level} of {self.top}"
         if self.steps[level - 1].kind == "warning" and minor and _warned_by_bot(history) and level < self.top:
             level += 1
-            why = f"already warned once by the bot: ladder level {level} of {self.top}"
+            return Decision(
+                level, self.steps[level - 1], f"already warned once by the bot: ladder level {level}", skipped=True
+            )
         return Decision(level, self.steps[level - 1], why)
+
+    def standing(self, history: Sequence[Infraction], now_ms: int) -> tuple[int, Step]:
+        """The user's standing: violations that still count (in the decay window, not pardoned
+        or failed), and the step the ladder would take for their next one."""
+        horizon = now_ms - self.decay_days * 86_400_000
+        count = sum(
+            1
+            for inf in history
+            if inf.kind in VIOLATION_KINDS and inf.state not in NOT_COUNTING and inf.created_at >= horizon
+        )
+        return count, self.decide(history, now_ms).step
 
     def level_for(self, kind: str, duration_s: int | None) -> int | None:
         """The ladder level a moderator's sanction stands for (first rung of that kind and duration)."""

@@ -34,6 +34,13 @@ def check_data_dir(path: Path) -> str:
 
     Returns a short description for ``check-config``; raises :class:`DataDirError`.
     """
+    try:
+        return _check_data_dir(path)
+    except OSError as err:  # a name too long, a loop of links …
+        raise DataDirError(f"data_dir: cannot use {str(path)[:200]}: {_describe(err)}") from err
+
+
+def _check_data_dir(path: Path) -> str:
     if path.exists() or path.is_symlink():
         if not path.is_dir():
             raise DataDirError(f"data_dir: expected a directory, but {path} is not a directory")
@@ -57,6 +64,13 @@ def check_data_dir(path: Path) -> str:
 def prepare_data_dir(path: Path) -> list[str]:
     """Create ``path`` (mode 0700) or tighten it, tighten the files in it to 0600, and prove it
     is writable. Returns what was tightened (for one log line); raises :class:`DataDirError`."""
+    try:
+        return _prepare_data_dir(path)
+    except OSError as err:
+        raise DataDirError(f"data_dir: cannot use {str(path)[:200]}: {_describe(err)}") from err
+
+
+def _prepare_data_dir(path: Path) -> list[str]:
     if (path.exists() or path.is_symlink()) and not path.is_dir():
         raise DataDirError(f"data_dir: expected a directory, but {path} is not a directory")
     try:

@@ -132,10 +132,11 @@ MIGRATIONS: tuple[str, ...] = (
     BEGIN SELECT RAISE(ABORT, 'infractions are never replaced'); END;
 
     CREATE TABLE room_locks (
-        room_id    TEXT PRIMARY KEY,
-        previous   TEXT NOT NULL,
-        until      INTEGER NOT NULL,
-        created_at INTEGER NOT NULL
+        room_id      TEXT PRIMARY KEY,
+        previous     TEXT NOT NULL,
+        until        INTEGER NOT NULL,
+        created_at   INTEGER NOT NULL,
+        locked_event TEXT
     );
     INSERT OR IGNORE INTO room_locks (room_id, previous, until, created_at)
         SELECT lock.key,
@@ -145,6 +146,15 @@ MIGRATIONS: tuple[str, ...] = (
         FROM kv, json_each(kv.value) AS lock
         WHERE kv.key = 'room_locks' AND json_valid(kv.value);
     DELETE FROM kv WHERE key = 'room_locks';
+    """,
+    # 3: who has been active in the community, so "new to the community" survives restarts.
+    """
+    CREATE TABLE known_members (
+        user_id        TEXT PRIMARY KEY,
+        first_seen_at  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO known_members (user_id, first_seen_at)
+        SELECT subject, MIN(created_at) FROM infractions GROUP BY subject;
     """,
 )
 
@@ -177,6 +187,16 @@ class Infraction:
     def permanent(self) -> bool:
         """True when nothing will lift this sanction on its own."""
         return self.expires_at is None
+
+
+@attrs.frozen
+class RoomLock:
+    """A join-wave lock: the join rule to restore, until when, and the event that closed the room
+    (``None`` until the homeserver answered; a crash in between leaves it unknown)."""
+
+    previous: Mapping[str, Any]
+    until_ms: int
+    locked_event: str | None
 
 
 @attrs.frozen
@@ -219,6 +239,8 @@ class Ledger:
         from abusebot.files import DIR_MODE, create_private
 
         path = Path(path)
+        if path.exists() and not path.is_file():
+            raise LedgerError(f"{path} is not a file")
         path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
         # It holds the access token: created 0600 before SQLite opens it (the WAL and SHM files
         # SQLite makes later take the database file's mode).
@@ -547,6 +569,23 @@ class Ledger:
             rows = await cur.fetchall()
         return [dict(zip(names, row, strict=True)) for row in rows]
 
+    # -- members seen --------------------------------------------------------------------------
+
+    async def is_known(self, user_id: str) -> bool:
+        """True when ``user_id`` was active in a protected room before, or has any record."""
+        async with self._db.execute("SELECT 1 FROM known_members WHERE user_id = ?", (user_id,)) as cur:
+            if await cur.fetchone() is not None:
+                return True
+        async with self._db.execute("SELECT 1 FROM infractions WHERE subject = ? LIMIT 1", (user_id,)) as cur:
+            return await cur.fetchone() is not None
+
+    async def mark_known(self, user_id: str) -> None:
+        """Remember that ``user_id`` has been active in the community."""
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT OR IGNORE INTO known_members (user_id, first_seen_at) VALUES (?, ?)", (user_id, now_ms())
+            )
+
     # -- join-wave room locks ---------------------------------------------------------------------
 
     async def add_room_lock(self, room_id: str, previous: Mapping[str, Any], until_ms: int) -> bool:
@@ -558,11 +597,19 @@ class Ledger:
             )
             return cur.rowcount == 1
 
-    async def room_locks(self) -> dict[str, tuple[dict[str, Any], int]]:
-        """Every recorded lock: room id -> (the join rule content to restore, until ms)."""
-        async with self._db.execute("SELECT room_id, previous, until FROM room_locks") as cur:
+    async def set_room_lock_event(self, room_id: str, event_id: str) -> None:
+        """Remember which join-rules event the lock set (only that one is ever restored over)."""
+        async with self.transaction() as db:
+            await db.execute("UPDATE room_locks SET locked_event = ? WHERE room_id = ?", (event_id, room_id))
+
+    async def room_locks(self) -> dict[str, RoomLock]:
+        """Every recorded lock, by room id."""
+        async with self._db.execute("SELECT room_id, previous, until, locked_event FROM room_locks") as cur:
             rows = await cur.fetchall()
-        return {str(room): (json.loads(previous), int(until)) for room, previous, until in rows}
+        return {
+            str(room): RoomLock(json.loads(previous), int(until), None if event is None else str(event))
+            for room, previous, until, event in rows
+        }
 
     async def remove_room_lock(self, room_id: str) -> None:
         """Forget a lock (after its room was restored, or left alone on purpose)."""

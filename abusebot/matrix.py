@@ -23,7 +23,7 @@ from urllib.parse import quote, urlencode
 import aiohttp
 import attrs
 import structlog
-from nio import AsyncClient, AsyncClientConfig, LoginResponse
+from nio import AsyncClient, AsyncClientConfig
 
 log = structlog.get_logger("abusebot.matrix")
 
@@ -67,6 +67,19 @@ class HomeserverUnavailable(Exception):
     """The homeserver could not be reached (connection refused, reset, timed out)."""
 
 
+def unreachable(err: BaseException) -> str:
+    """Why a request did not get an answer, in words (not a repr of aiohttp's internals)."""
+    if isinstance(err, aiohttp.ClientConnectorError):
+        cause = err.os_error.strerror if err.os_error is not None and err.os_error.strerror else "no connection"
+        return f"cannot connect to {err.host}:{err.port} ({cause.lower()})"
+    if isinstance(err, asyncio.TimeoutError):
+        return "no answer in time"
+    if isinstance(err, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 class Homeserver:
     """Raw client-server API calls. Reads go straight out; writes should use :class:`WriteQueue`."""
 
@@ -90,22 +103,26 @@ class Homeserver:
         return self.client.device_id or ""
 
     async def login_password(self, password: str, device_id: str | None = None) -> None:
-        """Log in with a password, reusing ``device_id`` when we had one."""
+        """Log in with a password, reusing ``device_id`` when we had one.
+
+        A raw ``/login``: nio's own login logs a schema-validation error for every refusal
+        ("'user_id' is a required property") before it says what the homeserver said.
+        """
+        body: dict[str, Any] = {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": self.user_id},
+            "password": password,
+            "initial_device_display_name": self.device_name,
+        }
         if device_id:
-            self.client.device_id = device_id
-        try:
-            response = await self.client.login(password=password, device_name=self.device_name)
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as err:
-            raise HomeserverUnavailable(str(err)) from err
-        if not isinstance(response, LoginResponse):
-            raise MatrixError(
-                403,
-                {
-                    "errcode": getattr(response, "status_code", "M_FORBIDDEN"),
-                    "error": getattr(response, "message", str(response)),
-                },
-            )
-        self.user_id = response.user_id
+            body["device_id"] = device_id
+        self.client.access_token = ""
+        reply = await self.request("POST", f"{API}/login", body)
+        token, user_id, device = reply.get("access_token"), reply.get("user_id"), reply.get("device_id")
+        if not (isinstance(token, str) and isinstance(user_id, str) and isinstance(device, str)):
+            raise MatrixError(502, {"errcode": "M_UNKNOWN", "error": "the login answer lacks a token, user or device"})
+        self.user_id = user_id
+        self.restore(token, device)
 
     def restore(self, access_token: str, device_id: str | None) -> None:
         """Use an existing access token instead of logging in."""
@@ -141,7 +158,7 @@ class Homeserver:
                 status = response.status
                 response_headers = dict(response.headers)
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as err:
-            raise HomeserverUnavailable(f"{method} {path.split('?')[0]}: {err!r}") from err
+            raise HomeserverUnavailable(f"{method} {path.split('?')[0]}: {unreachable(err)}") from err
         try:
             parsed = json.loads(raw) if raw else {}
         except ValueError:

@@ -23,10 +23,10 @@ import structlog
 from abusebot.actions import Actor, Moderation, Outcome, Scope
 from abusebot.audit import Message
 from abusebot.config import Config, ConfigError
-from abusebot.escalation import DEFAULT_LADDER, Ladder, LadderError, parse_ladder
+from abusebot.escalation import DEFAULT_BURST_SECONDS, DEFAULT_LADDER, Ladder, LadderError, parse_ladder
 from abusebot.events import Event
 from abusebot.ledger import Ledger
-from abusebot.matrix import HomeserverUnavailable, MatrixError, Priority
+from abusebot.matrix import API, HomeserverUnavailable, MatrixError, Priority, q
 from abusebot.rooms import RoomState, RoomStore
 from abusebot.safety import refusal
 from protections import (
@@ -44,8 +44,13 @@ from protections import (
 log = structlog.get_logger("abusebot.pipeline")
 
 MODES = ("act", "observe")
+#: What a flood's sweep removes: everything a user can post in a stream.
+SWEPT_TYPES = frozenset(
+    {"m.room.message", "m.sticker", "m.room.encrypted", "m.poll.start", "org.matrix.msc3381.poll.start", "m.reaction"}
+)
 #: The join rule a join-wave lock sets (and the only one its restore will replace).
 LOCKED_RULE = "invite"
+
 #: Keys of a protection's config section that are not its settings.
 SECTION_KEYS = ("enabled", "mode")
 
@@ -76,8 +81,8 @@ def parse_ladder_config(config: Config) -> Ladder:
     """The ``protections.escalation`` section as a :class:`Ladder`."""
     section = _section(config.protections.get("escalation"), "protections.escalation")
     for key in section:
-        if key not in ("ladder", "decay_days"):
-            raise ConfigError(f"protections.escalation.{key}", "ladder or decay_days", key)
+        if key not in ("ladder", "decay_days", "burst_seconds"):
+            raise ConfigError(f"protections.escalation.{key}", "ladder, decay_days or burst_seconds", key)
     rungs = section.get("ladder", list(DEFAULT_LADDER))
     if not isinstance(rungs, list):
         raise ConfigError("protections.escalation.ladder", "a list of rungs like 'mute 1h'", rungs)
@@ -88,7 +93,10 @@ def parse_ladder_config(config: Config) -> Ladder:
     decay = section.get("decay_days", 90)
     if isinstance(decay, bool) or not isinstance(decay, int) or not 1 <= decay <= 3650:
         raise ConfigError("protections.escalation.decay_days", "an integer from 1 to 3650", decay)
-    return Ladder(steps, decay)
+    burst = section.get("burst_seconds", DEFAULT_BURST_SECONDS)
+    if isinstance(burst, bool) or not isinstance(burst, int) or not 0 <= burst <= 3600:
+        raise ConfigError("protections.escalation.burst_seconds", "an integer from 0 to 3600", burst)
+    return Ladder(steps, decay, burst)
 
 
 def parse_setups(config: Config, overrides: Mapping[str, Any] | None = None) -> dict[str, Setup]:
@@ -192,6 +200,8 @@ class Executor:
         self._user_locks: dict[str, asyncio.Lock] = {}
         #: Users whose flood is being sanctioned (``None``) or until when (monotonic) to sweep.
         self._sweeps: dict[str, float | None] = {}
+        #: When each user last took a rung (monotonic): one burst of violations is one rung.
+        self._rungs: dict[str, float] = {}
 
     async def run(self, intent: Intent, protection: str, mode: str, *, first_activity: bool = False) -> None:
         """Act on (or, observing, report) one intent."""
@@ -230,7 +240,7 @@ class Executor:
             redactions = asyncio.gather(*(self._redact(room_id, event_id, v.rule) for room_id, event_id in ids))
         try:
             async with self._user_locks.setdefault(v.user, asyncio.Lock()):
-                if await self.ledger.mark_processed(key, "violation"):
+                if await self.ledger.mark_processed(key, "violation") and not await self._same_burst(v, actor):
                     await self.escalate(
                         v.user,
                         v.rule,
@@ -240,9 +250,29 @@ class Executor:
                         evidence=v.evidence.excerpt,
                         talk_after=redactions,
                     )
+                    self._rungs[v.user] = time.monotonic()
         finally:
             if redactions is not None:
                 await redactions
+
+    async def _same_burst(self, v: Violation, actor: Actor) -> bool:
+        """True when the user took a rung less than ``burst_seconds`` ago: this violation is part of
+        the same burst (removed, recorded in the audit log, but not another rung)."""
+        last = self._rungs.get(v.user)
+        # A flood's burst is its window; any other violation's is BURST_S.
+        if last is None or time.monotonic() - last >= (v.sweep_s or self.ladder.burst_seconds):
+            return False
+        await self.ledger.audit(
+            actor=actor.name,
+            action="violation",
+            outcome="done",
+            subject=v.user,
+            room=v.room_id,
+            reason=f"{v.rule} (part of the same burst: removed, no new rung)",
+            event_id=v.evidence.event_id,
+        )
+        log.info("violation_in_same_burst", user=v.user, rule=v.rule, event_id=v.evidence.event_id)
+        return True
 
     async def _act_on_stream(
         self, v: Violation, actor: Actor, key: str, ids: list[tuple[str, str]], first_activity: bool
@@ -253,7 +283,8 @@ class Executor:
         enforced = asyncio.Event()
         try:
             async with self._user_locks.setdefault(v.user, asyncio.Lock()):
-                if await self.ledger.mark_processed(key, "violation"):
+                if await self.ledger.mark_processed(key, "violation") and not await self._same_burst(v, actor):
+                    self._rungs[v.user] = time.monotonic()
                     sanction = asyncio.ensure_future(
                         self.escalate(
                             v.user,
@@ -341,11 +372,20 @@ class Executor:
         text = reason or f"{rule}" + (f' ("{evidence}")' if evidence else "")
         next_step = self.ladder.describe_next(decision.level)
         step = decision.step
+        why = decision.why if decision.skipped else None  # more than the next rung: say why
         if step.kind == "warning":
             if talk_after is not None:
                 await talk_after
             outcome = await m.warn(
-                user, text, actor, scope, rule=rule, level=decision.level, next_step=next_step, on_enforced=on_enforced
+                user,
+                text,
+                actor,
+                scope,
+                rule=rule,
+                level=decision.level,
+                next_step=next_step,
+                on_enforced=on_enforced,
+                why=why,
             )
         else:
             sanction = m.mute if step.kind == "mute" else m.ban
@@ -359,6 +399,7 @@ class Executor:
                 level=decision.level,
                 next_step=next_step,
                 on_enforced=on_enforced,
+                why=why,
             )
         log.info(
             "escalated", user=user, rule=rule, level=decision.level, step=str(step), why=decision.why, ok=outcome.ok
@@ -409,9 +450,10 @@ class Executor:
         if not await self.ledger.add_room_lock(room_id, current, until_ms):
             return  # a lock recorded earlier (another run) is still pending: its restore stands
         try:
-            await m.api.put_state(
+            event_id = await m.api.put_state(
                 room_id, "m.room.join_rules", "", {**current, "join_rule": LOCKED_RULE}, priority=Priority.BAN
             )
+            await self.ledger.set_room_lock_event(room_id, event_id)
         except (MatrixError, HomeserverUnavailable) as err:
             await self.ledger.remove_room_lock(room_id)
             await self.ledger.audit(
@@ -446,22 +488,22 @@ class Executor:
         await self.unlock(room_id)
 
     async def unlock(self, room_id: str) -> None:
-        """Restore the join rule a lock replaced, if it is still ours (retrying while the
-        homeserver is away); then forget the lock."""
+        """Restore the join rule a lock replaced, if the room's join rule is still the event the
+        lock set (retrying while the homeserver is away); then forget the lock."""
         locks = await self.ledger.room_locks()
         if room_id not in locks:
             return
-        previous_content, _ = locks[room_id]
-        previous = previous_content.get("join_rule", "public")
+        lock = locks[room_id]
+        previous = lock.previous.get("join_rule", "public")
         m = self.moderation
         for attempt in range(10):
             try:
-                current = await m.api.hs.state_event(room_id, "m.room.join_rules") or {}
-                if current.get("join_rule") != LOCKED_RULE:
-                    outcome, restored = "skipped", None
+                current = await self._join_rules_event(room_id)
+                if not self._still_ours(current, lock.locked_event):
+                    restored = None
                     break
-                await m.api.put_state(room_id, "m.room.join_rules", "", previous_content, priority=Priority.BAN)
-                outcome, restored = "done", previous
+                await m.api.put_state(room_id, "m.room.join_rules", "", lock.previous, priority=Priority.BAN)
+                restored = previous
                 break
             except (MatrixError, HomeserverUnavailable) as err:
                 log.warning("unlock_failed", room_id=room_id, attempt=attempt, error=str(err))
@@ -469,28 +511,87 @@ class Executor:
         else:
             await m.post(_text(f"⚠️ I could not restore the join rule of {m.store.label(room_id)}; please check it."))
             return
+        found = (current.get("content") or {}).get("join_rule")
         await self.ledger.remove_room_lock(room_id)
         await self.ledger.audit(
             actor="pipeline",
             action="unlock_room",
             outcome="done",
             room=room_id,
-            detail={"restored": restored, "found": current.get("join_rule"), "left_alone": restored is None},
+            detail={"restored": restored, "found": found, "left_alone": restored is None},
         )
         if restored is None:
             text = (
-                f"🔓 {m.store.label(room_id)}: the join-wave lock is over. Someone changed the join rule to "
-                f"'{current.get('join_rule')}' meanwhile, so I leave it as it is."
+                f"🔓 {m.store.label(room_id)}: the join-wave lock is over. Someone changed the join rule "
+                f"(now '{found}') meanwhile, so I leave it as it is."
             )
         else:
             text = f"🔓 {m.store.label(room_id)}: join rule restored to '{restored}'."
-        log.info("room_unlocked", room_id=room_id, outcome=outcome, restored=restored)
+        log.info("room_unlocked", room_id=room_id, restored=restored, found=found)
         await m.post(_text(text))
+
+    async def _join_rules_event(self, room_id: str) -> Mapping[str, Any]:
+        """The room's current join-rules event, whole (its id tells who set it)."""
+        reply = await self.moderation.api.hs.request(
+            "GET", f"{API}/rooms/{q(room_id)}/state/m.room.join_rules/", query={"format": "event"}
+        )
+        return reply if isinstance(reply, Mapping) else {}
+
+    @staticmethod
+    def _still_ours(current: Mapping[str, Any], locked_event: str | None) -> bool:
+        """Whether the join rule in force is the one the lock set: the same event when we know it
+        (a moderator who sets invite-only on purpose made a new event), else still invite-only."""
+        content = current.get("content")
+        if "event_id" in current and locked_event is not None:
+            return current.get("event_id") == locked_event
+        return isinstance(content, Mapping) and content.get("join_rule") == LOCKED_RULE
+
+    def overridden(self, event: Event) -> bool:
+        """A moderator (anyone but the bot) changed the join rule of a room the bot locked: the
+        lock is theirs now. Its timer is dropped, so a later wave can lock the room again."""
+        task = self._locks.get(event.room_id)
+        if task is None or task.done():
+            return False
+        task.cancel()
+        self._locks.pop(event.room_id, None)
+        return True
+
+    async def release(self, event: Event) -> None:
+        """Forget a lock a moderator overrode, and say so."""
+        await self.ledger.remove_room_lock(event.room_id)
+        await self.ledger.audit(
+            actor=event.sender,
+            action="unlock_room",
+            outcome="done",
+            room=event.room_id,
+            detail={"overridden_by": event.sender, "join_rule": event.content.get("join_rule")},
+            event_id=event.event_id,
+        )
+        m = self.moderation
+        await m.post(
+            _text(
+                f"🔓 {m.store.label(event.room_id)}: {event.sender} changed the join rule to "
+                f"'{event.content.get('join_rule')}' during the join-wave lock; the lock is over and I will not "
+                "restore anything."
+            )
+        )
+
+    async def unlock_now(self, room_id: str) -> bool:
+        """End a lock early (``!mod unlock``); False when the bot holds no lock on the room."""
+        if room_id not in await self.ledger.room_locks():
+            return False
+        task = self._locks.pop(room_id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.unlock(room_id)
+        return True
 
     async def resume_locks(self) -> None:
         """After a restart: schedule the restores of rooms still locked (now, if overdue)."""
-        for room_id, (_, until_ms) in (await self.ledger.room_locks()).items():
-            delay = until_ms / 1000 - time.time()
+        for room_id, lock in (await self.ledger.room_locks()).items():
+            delay = lock.until_ms / 1000 - time.time()
             self._locks[room_id] = asyncio.create_task(self._unlock_later(room_id, delay))
 
     async def close(self) -> None:
@@ -514,7 +615,10 @@ class Pipeline:
         self.context = PipelineContext(store, moderation.bot_user_id)
         self.setups: dict[str, Setup] = {}
         self.instances: dict[str, Protection] = {}
-        self._active: set[tuple[str, str]] = set()
+        #: Users seen active this run (their first activity is behind them) and users who joined
+        #: new to the community and have not acted yet.
+        self._known: set[str] = set()
+        self._newcomers: set[str] = set()
         self.errors = 0
         #: How intents are run: awaited inline by default; the bot runs them as tasks of the batch.
         self.spawn: Callable[[Coroutine[Any, Any, None]], object] = _inline
@@ -524,7 +628,6 @@ class Pipeline:
         overrides = await self.ledger.get_json("protection_overrides", {})
         self.setups = parse_setups(self.config, overrides)
         self.instances = {name: REGISTRY[name]() for name in self.setups}
-        await self.executor.resume_locks()
 
     def exempt(self, user_id: str, room: RoomState) -> bool:
         """True when protections must leave ``user_id`` alone in ``room``."""
@@ -536,20 +639,19 @@ class Pipeline:
             return []
         self.context.note_membership(event)
         room = self.store.room(event.room_id)
+        if (
+            event.type == "m.room.join_rules"
+            and event.sender != self.moderation.bot_user_id
+            and self.executor.overridden(event)
+        ):
+            await self.spawn_or_run(self.executor.release(event))
         if self.exempt(event.sender, room):
             return []
-        if event.type in ("m.room.message", "m.sticker") and self.executor.sweeping(event.sender):
+        if event.type in SWEPT_TYPES and self.executor.sweeping(event.sender):
             # The rest of a burst being sanctioned: removed, and not a new violation.
-            result = self.spawn(self.executor.sweep(event))
-            if asyncio.iscoroutine(result):
-                await result
+            await self.spawn_or_run(self.executor.sweep(event))
             return []
-        key = (event.room_id, event.sender)
-        first_activity = (
-            event.type != "m.room.member"
-            and key not in self._active
-            and self.context.joined_at(event.room_id, event.sender) is not None
-        )
+        first_activity = await self._first_activity(event)
         found: list[tuple[str, Intent]] = []
         for name, protection in self.instances.items():
             setup = self.setups[name]
@@ -567,13 +669,7 @@ class Pipeline:
                     # Marked now, not when the task starts: the next event of this batch (the
                     # same burst, perhaps in another room) must already be swept.
                     self.executor.begin_sweep(intent.user)
-                result = self.spawn(self._run_intent(intent, name, setup.mode, first_activity, event.event_id))
-                if asyncio.iscoroutine(result):
-                    await result
-        if event.type == "m.room.member" and event.membership == "join" and event.prev_membership != "join":
-            self._active.discard(key)
-        elif event.type != "m.room.member":
-            self._active.add(key)
+                await self.spawn_or_run(self._run_intent(intent, name, setup.mode, first_activity, event.event_id))
         if found:
             log.info(
                 "event_processed",
@@ -583,6 +679,40 @@ class Pipeline:
                 protections_hit=sorted({n for n, _ in found}),
             )
         return found
+
+    async def spawn_or_run(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as a task of the batch (the bot) or inline (tests, benchmarks)."""
+        result = self.spawn(coro)
+        if asyncio.iscoroutine(result):
+            await result
+
+    async def _first_activity(self, event: Event) -> bool:
+        """Whether ``event`` is the first activity of a user new to the community.
+
+        New: no earlier membership in any protected room (room state) and no earlier message or
+        record (the ledger), when their join arrived. Their first non-membership event is their
+        first activity; after it they are known, across restarts.
+        """
+        if event.type == "m.room.member":
+            user = event.state_key or event.sender
+            arrived = event.membership == "join" and event.prev_membership in (None, "invite", "knock")
+            if arrived and user not in self._known and await self._new_to_community(user, event.room_id):
+                self._newcomers.add(user)
+            return False
+        user = event.sender
+        if user in self._known:
+            return False
+        self._known.add(user)
+        first = user in self._newcomers
+        self._newcomers.discard(user)
+        await self.ledger.mark_known(user)
+        return first
+
+    async def _new_to_community(self, user: str, joined_room: str) -> bool:
+        for room_id in self.store.protected:
+            if room_id != joined_room and self.store.room(room_id).membership(user) in ("join", "leave", "ban"):
+                return False
+        return not await self.ledger.is_known(user)
 
     async def _run_intent(self, intent: Intent, name: str, mode: str, first_activity: bool, event_id: str) -> None:
         try:
@@ -617,15 +747,30 @@ class Pipeline:
         await self._persist(name, settings={key: value})
 
     def describe(self) -> list[str]:
-        """One line per protection: state, mode, settings."""
+        """One line per protection: state, mode, settings, as a moderator reads them."""
         lines = []
         for name, setup in sorted(self.setups.items()):
             state = "enabled" if setup.enabled else "disabled"
             settings = ", ".join(
-                f"{f.name}={getattr(setup.settings, f.name)!r}" for f in attrs.fields(type(setup.settings))
+                f"{f.name}={show_setting(getattr(setup.settings, f.name))}" for f in attrs.fields(type(setup.settings))
             )
             lines.append(f"{name}: {state}, {setup.mode}" + (f" — {settings}" if settings else ""))
         return lines
+
+
+def show_setting(value: Any, most: int = 6) -> str:
+    """A setting's value as typed in the config, not as Python prints it: on/off, ``10``,
+    ``a, b, c`` (long lists cut with "… (N in all)"), ``none`` for an empty list."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, tuple | list):
+        if not value:
+            return "none"
+        shown = ", ".join(str(item) for item in value[:most])
+        return f"[{shown}, … ({len(value)} in all)]" if len(value) > most else f"[{shown}]"
+    return str(value)
 
 
 def _text(text: str) -> Message:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import attrs
 
-from abusebot.rooms import RoomState
+from abusebot.rooms import RoomState, RoomStore
 
 
 @attrs.frozen
@@ -96,3 +96,59 @@ def can_command(sender: str, room: RoomState, staff: Staff, *, management: bool)
         return False
     levels = room.power_levels
     return levels.user_level(sender) >= levels.ban
+
+
+#: Which power each action needs in a room, by the names moderators read.
+ACTION_POWERS: dict[str, tuple[str, ...]] = {
+    "ban": ("ban",),
+    "unban": ("ban", "kick"),
+    "kick": ("kick",),
+    "mute": ("power levels",),
+    "unmute": ("power levels",),
+    "redact": ("redact",),
+    "warning": (),
+}
+#: Everything the bot may need somewhere (for ``!mod rooms`` and the start-up line).
+ALL_POWERS = ("ban", "kick", "redact", "power levels", "server ACL")
+
+
+def _required(room: RoomState, power: str) -> int:
+    levels = room.power_levels
+    if power == "ban":
+        return levels.ban
+    if power == "kick":
+        return levels.kick
+    if power == "redact":
+        return levels.redact
+    if power == "power levels":
+        return levels.event_level("m.room.power_levels", state=True)
+    return levels.event_level("m.room.server_acl", state=True)
+
+
+def missing_powers(room: RoomState, bot_user_id: str, powers: tuple[str, ...] = ALL_POWERS) -> list[str]:
+    """The powers of ``powers`` the bot lacks in ``room``, each as "ban (needs 50, I have 0)";
+    ``["anything (I am not in the room)"]`` when it is not joined."""
+    if room.membership(bot_user_id) != "join":
+        return ["anything (I am not in the room)"] if powers else []
+    own = room.power_levels.user_level(bot_user_id)
+    return [
+        f"{power} (needs {_required(room, power)}, I have {own})"
+        for power in powers
+        if own < _required(room, power)
+    ]
+
+
+def cannot_act(room: RoomState, bot_user_id: str, action: str) -> str | None:
+    """Why the bot cannot do ``action`` in ``room`` at all (it lacks the power), or ``None``."""
+    missing = missing_powers(room, bot_user_id, ACTION_POWERS.get(action, ()))
+    return "I lack the power to " + ", ".join(missing) if missing else None
+
+
+def room_problems(store: RoomStore, bot_user_id: str) -> dict[str, list[str]]:
+    """Each protected room where the bot lacks a power it may need, and which ones."""
+    problems: dict[str, list[str]] = {}
+    for room_id in store.protected:
+        missing = missing_powers(store.room(room_id), bot_user_id)
+        if missing:
+            problems[room_id] = missing
+    return problems

@@ -666,7 +666,7 @@ class PolicyManager:
         for rule in self._rules.values():
             counts[rule.list_room] = counts.get(rule.list_room, 0) + 1
         lines = [
-            f"{self.label(room)}: {counts.get(room, 0)} rules, {options.describe()}"
+            f"{self.label(room)}: {_rules(counts.get(room, 0))}, {options.describe()}"
             for room, options in self.lists.items()
         ]
         if self.unsafe:
@@ -705,3 +705,7 @@ class PolicyManager:
             self._acl_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._acl_task
+
+
+def _rules(count: int) -> str:
+    return "1 rule" if count == 1 else f"{count} rules"

@@ -17,6 +17,7 @@ package. To add one, see ``protections/README.md``.
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -169,8 +170,8 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
             raise SettingsError(key, "an integer", value)
         return value
     if kind is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SettingsError(key, "a number", value)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise SettingsError(key, "a finite number", value)
         return float(value)
     if kind is str:
         if not isinstance(value, str):

@@ -30,7 +30,11 @@ class Flood(Protection):
     Settings = FloodSettings
     # Messages and stickers only: counting redactions punished users whose clients auto-delete
     # (Draupnir#187), and counting state or reactions punishes ordinary use.
-    event_types = frozenset({"m.room.message", "m.sticker"})
+    # Encrypted events and polls count too: in an unencrypted room, 25 "unable to decrypt" lines
+    # are a flood like any other.
+    event_types = frozenset(
+        {"m.room.message", "m.sticker", "m.room.encrypted", "m.poll.start", "org.matrix.msc3381.poll.start"}
+    )
 
     def __init__(self) -> None:
         self.per_room = Windows()

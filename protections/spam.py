@@ -36,6 +36,9 @@ from protections import Context, Evidence, Intent, Protection, Violation
 
 #: Characters with no visible glyph that are letters by category (Hangul fillers, braille blank).
 _INVISIBLE_LETTERS = (0x115F, 0x1160, 0x3164, 0xFFA0, 0x2800)
+_INVISIBLE_SPACES = re.compile("[" + "".join(chr(code) for code in _INVISIBLE_LETTERS) + "]")
+#: Most characters of a non-message event's strings that are checked.
+MAX_TEXT_CHARS = 65536
 #: Categories removed: format (zero-width, bidi controls, tags), combining marks (accents, zalgo),
 #: controls (but not whitespace), lone surrogates.
 _DROPPED_CATEGORIES = frozenset({"Cf", "Mn", "Me", "Cc", "Cs"})
@@ -137,11 +140,21 @@ _BLOCK_TAG = re.compile(
 _TAG = re.compile(r"<[^<>]*>")
 
 
+#: Attributes whose values clients show (spoiler reasons, maths, image alt text and titles).
+_SHOWN_ATTRIBUTE = re.compile(
+    r"""\s(?:data-mx-spoiler|data-mx-maths|alt|title)\s*=\s*(?:"([^"<>]*)"|'([^'<>]*)')""", re.IGNORECASE
+)
+
+
 def html_text(markup: str) -> str:
-    """The text an HTML ``formatted_body`` shows: tags removed (block tags become spaces), entities
-    decoded. Not a sanitiser — only for matching."""
+    """The text an HTML ``formatted_body`` shows: tags removed (block tags become spaces), the
+    attributes clients display (spoiler reasons, alt text, titles, maths) kept, entities decoded.
+    Not a sanitiser — only for matching."""
     if "<" in markup:
+        shown = [a or b for a, b in _SHOWN_ATTRIBUTE.findall(markup)] if "=" in markup else []
         markup = _TAG.sub("", _BLOCK_TAG.sub(" ", markup))
+        if shown:
+            markup = " ".join([markup, *shown])
     if "&" in markup:
         markup = html.unescape(markup)
     return markup
@@ -161,6 +174,44 @@ DEFAULT_INVITE_HOSTS = (
     "signal.group",
     "join.slack.com",
     "guilded.gg",
+)
+#: Documentation and code hosts a programming community links to all day: never counted as
+#: links (``docs_domains``; subdomains included). Denied domains and invites still apply.
+DEFAULT_DOCS_DOMAINS = (
+    "python.org",
+    "pypi.org",
+    "readthedocs.io",
+    "readthedocs.org",
+    "github.com",
+    "githubusercontent.com",
+    "gitlab.com",
+    "codeberg.org",
+    "stackoverflow.com",
+    "stackexchange.com",
+    "developer.mozilla.org",
+    "docs.rs",
+    "crates.io",
+    "rust-lang.org",
+    "go.dev",
+    "golang.org",
+    "nodejs.org",
+    "npmjs.com",
+    "learn.microsoft.com",
+    "cppreference.com",
+    "man7.org",
+    "kernel.org",
+    "wikipedia.org",
+    "matrix.org",
+    "spec.matrix.org",
+)
+#: Events other than messages whose text clients show: polls, reactions, a room's topic and name.
+#: Their every string is checked (bounded), so no field is a hiding place.
+OTHER_TEXT_TYPES = frozenset(
+    {"m.reaction", "m.poll.start", "org.matrix.msc3381.poll.start", "m.room.topic", "m.room.name"}
+)
+#: Keys whose strings are identifiers, not text anyone reads.
+_STRUCTURAL_KEYS = frozenset(
+    {"event_id", "rel_type", "msgtype", "format", "kind", "id", "m.id", "mimetype", "url", "algorithm"}
 )
 #: Message types that carry media.
 MEDIA_TYPES = frozenset({"m.image", "m.video", "m.audio", "m.file"})
@@ -283,23 +334,30 @@ class SpamSettings:
     banned_words: tuple[str, ...] = attrs.field(default=(), validator=_validate_words)
     #: RE2 regular expressions, matched case-insensitively against the normalised text.
     banned_patterns: tuple[str, ...] = attrs.field(default=(), validator=_validate_patterns)
-    #: Most distinct links in one message (links to allowed domains do not count).
+    #: Most distinct link domains in one message (allowed and documentation domains do not count).
     max_links: int = attrs.field(default=5, validator=_count)
+    #: Documentation hosts whose links never count (see :data:`DEFAULT_DOCS_DOMAINS`).
+    docs_domains: tuple[str, ...] = attrs.field(default=DEFAULT_DOCS_DOMAINS, validator=_validate_domains)
     #: Any link to these domains (or their subdomains), even unlinked text like "evil.example".
     denied_domains: tuple[str, ...] = attrs.field(default=(), validator=_validate_domains)
     #: Links to these domains (or their subdomains) are never counted or refused.
     allowed_domains: tuple[str, ...] = attrs.field(default=(), validator=_validate_domains)
     #: When true, a link to any domain not in ``allowed_domains`` is a violation.
     allowed_domains_only: bool = False
-    #: Refuse invites: matrix.to / matrix: links to other rooms, and ``invite_hosts`` links.
+    #: Refuse invites to other platforms' chats (``invite_hosts`` links): major spam.
     invite_links: bool = True
+    #: Also refuse links to other Matrix rooms (matrix.to / matrix: links). Off by default: in a
+    #: programming community a link to another room is usually an honest pointer.
+    matrix_invites: bool = False
     invite_hosts: tuple[str, ...] = attrs.field(default=DEFAULT_INVITE_HOSTS, validator=_validate_hosts)
     #: Invites that are fine besides the protected rooms themselves: "#room:server", "!id:server",
     #: or "discord.gg/code".
     allowed_invites: tuple[str, ...] = ()
     #: Most distinct users mentioned in one message.
     max_mentions: int = attrs.field(default=10, validator=_count)
-    #: Refuse @room from users below the room's ``notifications.room`` power level.
+    #: Refuse an @room that would ping the room: the text from a sender who can notify it
+    #: (``notifications.room`` level) but is not room staff, or ``m.mentions.room`` from anyone
+    #: but room staff. The text from someone who cannot notify pings nobody and is fine.
     room_mentions: bool = True
     #: The same text from one user in this many protected rooms within ``cross_room_seconds``.
     cross_room_count: int = attrs.field(default=3, validator=_off_or_at_least_two)
@@ -343,7 +401,7 @@ class Matchers:
             if denied
             else None
         )
-        self.allowed_set = frozenset(_domain(d) for d in settings.allowed_domains)
+        self.allowed_set = frozenset(_domain(d) for d in (*settings.allowed_domains, *settings.docs_domains))
         hosts = "|".join(re2.escape(_domain(h)) for h in settings.invite_hosts)
         invite = (
             r"matrix\.to/#/([#!]|%23|%21)([^\s<>\"'?/]+)"
@@ -429,7 +487,7 @@ class Spam(Protection):
     name = "spam"
     description = "banned phrases and patterns, link, invite and mention spam, cross-posting, new-member links"
     Settings = SpamSettings
-    event_types = frozenset({"m.room.message", "m.sticker", "m.room.member"})
+    event_types = frozenset({"m.room.message", "m.sticker", "m.room.member", *OTHER_TEXT_TYPES})
 
     def __init__(self) -> None:
         #: hash of (sender, text) → (last post time, flagged until, room, time, event id, room, …),
@@ -451,10 +509,19 @@ class Spam(Protection):
         m = entry[1] if entry is not None and entry[0] is settings else _compile(settings)
         if event.type == "m.room.member":
             return self._check_name(event, settings, m, ctx)
+        if event.type in OTHER_TEXT_TYPES:
+            text = normalize(" ".join(_strings(event.content)))
+            rule, severity = _text_rules(event, settings, m, ctx, text, text) if text else (None, "")
+            if rule is None:
+                rule = _banned(m, _spaced(event.content))
+                severity = "major"
+            if rule is None:
+                return []
+            return [Violation(rule, event.sender, event.room_id, Evidence.of(event, text), severity=severity)]
 
         now = ctx.now()
         new_member = settings.new_member_minutes > 0 and self._is_first_message_of_new_member(event, settings, ctx, now)
-        if event.formatted_body is None and "m.new_content" not in event.content:  # most messages
+        if event.formatted_body is None and "m.new_content" not in event.content and "filename" not in event.content:
             plain = markup = first = normalize(event.body) if event.body else ""
         else:
             plain_parts, markup_parts = _texts(event)
@@ -467,6 +534,11 @@ class Spam(Protection):
             rule, severity, elsewhere = self._cross_room(event, settings, first, now)
         if rule is None:
             rule, severity = _text_rules(event, settings, m, ctx, plain, markup)
+        if rule is None and _INVISIBLE_SPACES.search(event.text):
+            # Blank letters (braille blank, Hangul fillers) are dropped when matching, since a
+            # spammer can put them inside a word; shown as spaces they separate words too.
+            rule = _banned(m, _spaced(event.content))
+            severity = "major" if rule else severity
         if rule is None and new_member:
             if event.msgtype in MEDIA_TYPES:
                 rule, severity = "spam: new member posted media", "minor"
@@ -488,6 +560,13 @@ class Spam(Protection):
     # -- display names ----------------------------------------------------------------------------
 
     def _check_name(self, event: Event, settings: SpamSettings, m: Matchers, ctx: Context) -> Sequence[Intent]:
+        reason = event.content.get("reason")
+        if isinstance(reason, str) and reason and event.state_key == event.sender:
+            # A leave or join whose reason carries the spam: removed like a message.
+            rule = _banned(m, normalize(reason))
+            if rule is not None:
+                evidence = Evidence.of(event, reason)
+                return [Violation(f"{rule} in a membership reason", event.sender, event.room_id, evidence, "major")]
         name = event.displayname
         if not settings.display_names or event.membership != "join" or not name or event.state_key != event.sender:
             return []
@@ -594,6 +673,9 @@ def _texts(event: Event) -> tuple[list[str], list[str]]:
     """
     new_content = event.content.get("m.new_content")
     parts: list[tuple[Any, bool]] = [(event.body, False), (event.formatted_body, True)]
+    filename = event.content.get("filename")
+    if isinstance(filename, str):
+        parts.append((filename, False))
     if isinstance(new_content, Mapping):
         parts += [(new_content.get("body"), False), (new_content.get("formatted_body"), True)]
     plain: list[str] = []
@@ -610,6 +692,30 @@ def _texts(event: Event) -> tuple[list[str], list[str]]:
         plain.append(shown)
         markup.append(shown if "<" not in part else normalize(html.unescape(part) if "&" in part else part))
     return plain, markup
+
+
+def _strings(content: Any, limit: int = MAX_TEXT_CHARS) -> list[str]:
+    """Every string a client could show in ``content``, depth-first, at most ``limit`` characters
+    and 6 levels deep (identifiers left out)."""
+    found: list[str] = []
+    budget = limit
+    stack: list[tuple[Any, int]] = [(content, 0)]
+    while stack and budget > 0:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            found.append(value[:budget])
+            budget -= len(value)
+        elif depth < 6 and isinstance(value, Mapping):
+            stack.extend((v, depth + 1) for k, v in value.items() if k not in _STRUCTURAL_KEYS)
+        elif depth < 6 and isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value[:MAX_ITEMS])
+    return found
+
+
+def _spaced(content: Any) -> str:
+    """The content's text with blank letters read as spaces (see :data:`_INVISIBLE_SPACES`)."""
+    text = " ".join(_strings(content))
+    return normalize(_INVISIBLE_SPACES.sub(" ", html_text(text) if "<" in text else text))
 
 
 def _found(automaton: Any, regex: re2._Regexp | None, text: str) -> bool:
@@ -699,16 +805,22 @@ def _mentions(mentions: Mapping[str, Any] | None, markup: str) -> set[str]:
     return users
 
 
-def _room_mention_forbidden(event: Event, ctx: Context, intentional: bool, plain: str) -> bool:
-    """An @room from a sender below the room's ``notifications.room`` level (default 50)."""
-    if not intentional and not _ROOM_MENTION.search(plain):
-        return False
+def _room_mention_forbidden(event: Event, ctx: Context, intentional: bool) -> bool:
+    """An @room that pings the room from someone who is not its staff (below the ban level):
+    asked for with ``m.mentions.room``, or written by a sender at the ``notifications.room``
+    level (default 50), whose text notifies the room. Below that level the text pings nobody."""
     room = ctx.room(event.room_id)
+    levels = room.power_levels
+    own = levels.user_level(event.sender)
+    if own >= levels.ban:
+        return False  # room staff: an announcement
+    if intentional:
+        return True
     notifications = room.content("m.room.power_levels").get("notifications")
     needed = notifications.get("room", 50) if isinstance(notifications, Mapping) else 50
     if isinstance(needed, bool) or not isinstance(needed, int):
         needed = 50
-    return room.power_levels.user_level(event.sender) < needed
+    return own >= needed
 
 
 def _text_rules(
@@ -722,8 +834,12 @@ def _text_rules(
     if not isinstance(mentions, Mapping):
         mentions = None
     slash = "/" in markup
-    if slash and settings.invite_links and _invites(m, markup, ctx):
-        return "spam: invite link", "major"
+    if slash and (settings.invite_links or settings.matrix_invites):
+        found = _invites(m, markup, ctx)
+        if settings.invite_links and any(key[0] not in "#!" for key in found):
+            return "spam: invite link", "major"
+        if settings.matrix_invites and any(key[0] in "#!" for key in found):
+            return "spam: invite to another Matrix room", "minor"
     if (
         settings.max_mentions
         and (mentions or "@" in markup)
@@ -732,17 +848,17 @@ def _text_rules(
         return "spam: mass mention", "major"
     banned = _banned(m, plain)
     if banned is not None:
-        return banned, "minor"
+        return banned, "major"
     if _found(m.denied, m.denied_regex, markup):
         return "spam: link to a denied domain", "minor"
     if slash or "www." in markup:
         links = _links(m, markup)
         if links and settings.allowed_domains_only:
             return "spam: link to a domain not allowed", "minor"
-        if settings.max_links and len(links) > settings.max_links:
+        if settings.max_links and len(set(links.values())) > settings.max_links:
             return "spam: too many links", "minor"
     if settings.room_mentions:
         intentional = mentions is not None and mentions.get("room") is True
-        if (intentional or "@room" in plain) and _room_mention_forbidden(event, ctx, intentional, plain):
-            return "spam: @room without permission", "minor"
+        if (intentional or _ROOM_MENTION.search(plain)) and _room_mention_forbidden(event, ctx, intentional):
+            return "spam: @room ping", "minor"
     return None, ""

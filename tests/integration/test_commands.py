@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -120,22 +120,6 @@ async def no_reply_to(world: World, room: str, ignored_event: str) -> None:
     assert not [e for e in world.mod.seen.get(room, []) if replies_to(e, ignored_event)]
 
 
-def is_audit_line(*fragments: str) -> Callable[[Mapping[str, Any]], bool]:
-    """A management-room line (not a command reply) containing every fragment."""
-
-    def predicate(event: Mapping[str, Any]) -> bool:
-        content = event.get("content") or {}
-        body = content.get("body")
-        return (
-            event.get("type") == "m.room.message"
-            and "m.relates_to" not in content
-            and isinstance(body, str)
-            and all(f in body for f in fragments)
-        )
-
-    return predicate
-
-
 # -- help and usage ----------------------------------------------------------------------------
 
 
@@ -160,7 +144,7 @@ async def test_help_for_one_command_shows_its_usage(running: World) -> None:
         ("!mod frobnicate {user}", ["unknown command 'frobnicate'", "Usage: !mod help [command]"]),
         ("!mod ban notauser spamming", ["'notauser' is not a user id", "Usage: !mod ban <user> [duration]"]),
         ("!mod mute {user}", ["how long?", "Usage: !mod mute <user> <duration>"]),
-        ("!mod mute {user} 5parsecs", ["not a duration: '5parsecs'", "Usage: !mod mute <user> <duration>"]),
+        ("!mod mute {user} 5parsecs", ["'5parsecs' looks like a duration", "Usage: !mod mute <user> <duration>"]),
         ("!mod warn {user}", ["a reason is required", "Usage: !mod warn <user> <reason…>"]),
         ("!mod redact {user} lots", ["count must be a number", "Usage: !mod redact <user> [count]"]),
     ],
@@ -193,9 +177,11 @@ async def test_warn_records_infraction_dms_user_and_posts_audit_line(running: Wo
     assert spammer.user_id in reply, reply
     number = infraction_id(reply)
 
-    await running.mod.wait_for(running.management, is_audit_line("Warned", spammer.user_id, reason, f"#{number}"))
+    # In the management room the reply is the audit line: who, whom, why, which record.
+    assert reason in reply, reply
+    assert f"by {running.mod.user_id}" in reply, reply
     _, history = await command(running, f"!mod history {spammer.user_id}")
-    assert f"#{number} warning [active]" in history, history
+    assert f"#{number} warning in " in history, history
     assert reason in history
 
     notices = await dm_notices(spammer, bot_id)
@@ -256,7 +242,7 @@ async def test_kick_removes_the_user(running: World) -> None:
     assert "Kicked" in reply, reply
     assert await running.mod.membership(running.protected[0], spammer.user_id) == "leave"
     _, history = await command(running, f"!mod history {spammer.user_id}")
-    assert f"#{infraction_id(reply)} kick [active]" in history, history
+    assert f"#{infraction_id(reply)} kick in " in history, history
 
 
 async def test_ban_applies_in_every_protected_room_and_unban_lifts_it(make_world: MakeWorld) -> None:
@@ -265,7 +251,7 @@ async def test_ban_applies_in_every_protected_room_and_unban_lifts_it(make_world
     spammer = w.members["spammer"]
     _, reply = await command(w, f"!mod ban {spammer.user_id} 2h spamming links")
     assert "Banned" in reply, reply
-    assert "all protected rooms" in reply, reply
+    assert f"in {w.bot.moderation.community} for 2h" in reply, reply  # the community, not one room
     for room in w.protected:
         assert await w.mod.membership(room, spammer.user_id) == "ban"
 
@@ -344,10 +330,10 @@ async def test_history_lists_infractions_newest_first_with_state_and_expiry(runn
     assert "3 infraction(s), newest first" in history, history
     lines = history.splitlines()
     ban_line = next(line for line in lines if line.startswith(f"#{ids[2]} "))
-    assert ban_line.startswith(f"#{ids[2]} ban 2h, expires "), ban_line
-    assert "[active]" in ban_line, ban_line
-    assert any(line.startswith(f"#{ids[1]} warning [active]") for line in lines), history
-    assert any(line.startswith(f"#{ids[0]} note [active]") and "seen spamming elsewhere" in line for line in lines)
+    assert ban_line.startswith(f"#{ids[2]} ban 2h, until "), ban_line
+    assert "[in force]" in ban_line, ban_line
+    assert any(line.startswith(f"#{ids[1]} warning in ") for line in lines), history
+    assert any(line.startswith(f"#{ids[0]} note in ") and "seen spamming elsewhere" in line for line in lines)
     order = [next(i for i, line in enumerate(lines) if line.startswith(f"#{n} ")) for n in ids]
     assert order == sorted(order, reverse=True), history
 
@@ -375,14 +361,14 @@ async def test_pardon_lifts_a_temporary_ban_and_marks_it_pardoned(running: World
 
 
 async def test_status_mentions_protected_room_and_ledger_counts(running: World) -> None:
-    """``!mod status`` names the protected room and gives the ledger's counts."""
+    """``!mod status`` counts the protected rooms and gives the ledger's counts."""
     spammer = running.members["spammer"]
     await command(running, f"!mod warn {spammer.user_id} be nice")
     _, reply = await command(running, "!mod status")
-    assert running.protected[0] in reply, reply
-    assert "Ledger:" in reply, reply
-    assert "infractions active 1" in reply, reply
-    assert "pending lifts 0" in reply, reply
+    assert "protecting 1 room(s)" in reply, reply
+    assert "Ledger: infractions 1 active;" in reply, reply
+    assert "0 pending lift(s)" in reply, reply
+    assert "Rooms with a problem: 0 of 1" in reply, reply
 
 
 # -- authorization -----------------------------------------------------------------------------
@@ -515,5 +501,5 @@ async def test_ban_accepts_a_mention_pill(running: World) -> None:
     _, reply = await command(running, "!mod ban Spam King posting scams", html=f"!mod ban {pill} posting scams")
     assert "Banned" in reply, reply
     assert spammer.user_id in reply, reply
-    await running.mod.wait_for(running.management, is_audit_line("Banned", spammer.user_id, "posting scams"))
+    assert "posting scams" in reply, reply
     assert await running.mod.membership(running.protected[0], spammer.user_id) == "ban"

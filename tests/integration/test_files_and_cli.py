@@ -79,7 +79,54 @@ BAD_FILES: dict[str, bytes] = {
     "a YAML tag for Python objects": b"homeserver: !!python/object/apply:os.system ['true']\n",
     "empty": b"",
     "a list at the top": b"- homeserver\n- user_id\n",
+    "an integer of 5000 digits": b"moderator_power_level: " + b"9" * 5000 + b"\n",
+    "a key given twice": b"homeserver: http://127.0.0.1:1\nhomeserver: http://127.0.0.1:2\n",
 }
+
+
+def _config_bytes(**overrides: object) -> bytes:
+    data: dict[str, object] = {
+        "homeserver": "http://127.0.0.1:9",
+        "user_id": "@bot:localhost",
+        "password": "x",
+        "data_dir": "/tmp/abusebot-never-created",
+        "management_room": "!m:localhost",
+        "protected_rooms": ["!p:localhost"],
+    }
+    data.update(overrides)
+    return yaml.safe_dump(data).encode()
+
+
+BAD_VALUES: dict[str, tuple[bytes, str]] = {
+    "a password file that is not UTF-8": (_config_bytes(password=None, password_file=sys.executable), "password_file"),
+    "a prefix with a space": (_config_bytes(command_prefix="!mod x"), "command_prefix"),
+    "a NUL in data_dir": (_config_bytes(data_dir="/tmp/a\x00b"), "data_dir"),
+    "a data_dir name too long": (_config_bytes(data_dir="/tmp/" + "a" * 300), "data_dir"),
+    "an infinite window": (_config_bytes(protections={"flood": {"per_seconds": float("inf")}}), "per_seconds"),
+}
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_a_bad_value_is_one_line_naming_its_key(tmp_path: Path, command: str, case: str) -> None:
+    """Values that used to crash or slip through: one line naming the key, exit 2."""
+    content, key = BAD_VALUES[case]
+    path = tmp_path / "config.yaml"
+    path.write_bytes(content)
+    path.chmod(0o600)
+    assert_one_line_exit_2(abusebot(command, "-c", str(path), cwd=tmp_path), key)
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_a_ledger_that_is_a_directory_is_one_line(tmp_path: Path, command: str) -> None:
+    """A directory where the ledger file should be: one line, exit 2, before any network."""
+    (tmp_path / "data" / "ledger.sqlite3").mkdir(parents=True)
+    (tmp_path / "data").chmod(0o700)
+    (tmp_path / "data" / "ledger.sqlite3").chmod(0o700)
+    path = tmp_path / "config.yaml"
+    path.write_bytes(_config_bytes(data_dir=str(tmp_path / "data")))
+    path.chmod(0o600)
+    assert_one_line_exit_2(abusebot(command, "-c", str(path), cwd=tmp_path), "ledger", "is not a file")
 
 
 @pytest.mark.parametrize("command", ["check-config", "run"])
@@ -135,12 +182,18 @@ def test_a_ledger_that_is_not_a_database_is_one_line(synapse: SynapseServer, tmp
 
 
 def test_check_config_checks_the_data_dir(synapse: SynapseServer, tmp_path: Path) -> None:
-    """check-config reports what it found about data_dir, and creates nothing."""
+    """check-config reports what it found about data_dir; the session it logs in with is kept
+    there (created private), so the next run reuses it. (The rooms of this config do not exist:
+    that is a problem it names, exit 1.)"""
     config = write(tmp_path / "config.yaml", good_config(synapse, tmp_path))
     result = abusebot("check-config", "-c", str(config), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr
+    assert "I am neither joined nor invited" in result.stderr
     assert f"data_dir {tmp_path / 'data'} will be created" in result.stdout
-    assert not (tmp_path / "data").exists()
+    assert mode_of(tmp_path / "data") == 0o700
+    again = abusebot("check-config", "-c", str(config), cwd=tmp_path)
+    assert f"data_dir {tmp_path / 'data'} exists" in again.stdout
+    assert "(the bot's stored session)" in again.stdout
 
 
 # -- the bot's files are private ----------------------------------------------------------------
@@ -204,7 +257,7 @@ def test_check_config_warns_about_a_readable_secret(synapse: SynapseServer, tmp_
     """check-config names a config file (or password file) others can read; 0600 files are quiet."""
     exposed = write(tmp_path / "exposed.yaml", good_config(synapse, tmp_path), mode=0o644)
     result = abusebot("check-config", "-c", str(exposed), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # the rooms of good_config do not exist
     assert f"warning: {exposed} holds the bot's password" in result.stderr
 
     secret = tmp_path / "password.txt"
@@ -213,11 +266,11 @@ def test_check_config_warns_about_a_readable_secret(synapse: SynapseServer, tmp_
     secret.chmod(0o640)
     via_file = write(tmp_path / "via-file.yaml", {**data, "password_file": str(secret)}, mode=0o644)
     result = abusebot("check-config", "-c", str(via_file), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr
     assert f"warning: {secret} holds the bot's password" in result.stderr
     assert str(via_file) not in result.stderr  # it holds no secret itself
 
     private = write(tmp_path / "private.yaml", good_config(synapse, tmp_path), mode=0o600)
     result = abusebot("check-config", "-c", str(private), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr
     assert "warning" not in result.stderr

@@ -289,7 +289,7 @@ async def test_dont_apply_list_is_watched_but_bans_nobody(make_world: MakeWorld)
 
     assert await w.mod.membership(w.protected[0], spammer.user_id) == "join"
     reply = await command(w, "!mod lists")
-    assert f"{list_name(w)}: 1 rules, watched only (dont_apply)" in reply, reply
+    assert f"{list_name(w)}: 1 rule, watched only (dont_apply)" in reply, reply
 
 
 async def test_allow_list_exempts_its_users_from_ban_rules(make_world: MakeWorld) -> None:

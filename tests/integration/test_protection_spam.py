@@ -61,12 +61,15 @@ async def test_banned_phrase_with_evasion_is_redacted_noticed_and_audited(
 
 
 async def test_a_second_offence_mutes_the_spammer(synapse: SynapseServer, tmp_path: Path) -> None:
-    """After the warning, the next banned phrase mutes: the spammer's level drops below events_default."""
-    w = await World.launch(synapse, tmp_path, config=SPAM)
+    """After the warning, the next banned phrase (after the burst) mutes: the spammer's level drops
+    below events_default."""
+    config = {"protections": {**SPAM["protections"], "escalation": {"burst_seconds": 1}}}
+    w = await World.launch(synapse, tmp_path, config=config)
     try:
         spammer, room = w.members["spammer"], w.protected[0]
         await spammer.say(room, EVASIVE)
         await w.mod.wait_for(w.management, body_contains("Warned", spammer.user_id))
+        await asyncio.sleep(1.2)  # a new burst
         # This time only the HTML body carries it.
         second = await spammer.say(room, "see below", html=f"<b>{PHRASE.upper()}</b>")
         await w.mod.wait_for(room, is_redaction_of(second))

@@ -63,7 +63,7 @@ class TestParseCommand:
 
     def test_mute_rejects_a_bad_duration(self) -> None:
         """A mute with a word where the duration goes reports that the word is not a duration."""
-        assert "not a duration" in usage_error(f"!mod mute {ALICE} forever").problem
+        assert "is not a duration" in usage_error(f"!mod mute {ALICE} forever").problem
 
     @pytest.mark.parametrize("name", ["unmute", "kick", "unban"])
     def test_user_and_optional_reason(self, name: str) -> None:
@@ -92,6 +92,23 @@ class TestParseCommand:
     def test_ban_with_out_of_range_duration_is_refused(self) -> None:
         """A duration-shaped word that is too long is an error, not silently part of the reason."""
         assert "10 years" in usage_error(f"!mod ban {ALICE} 9999w spam").problem
+
+    @pytest.mark.parametrize(
+        ("words", "seconds", "reason"),
+        [("7days test ban", 604800, "test ban"), ("2 days spamming", 172800, "spamming"), ("1hr", 3600, "")],
+    )
+    @pytest.mark.parametrize("name", ["ban", "mute"])
+    def test_durations_as_people_type_them(self, name: str, words: str, seconds: int, reason: str) -> None:
+        """`7days`, `2 days`, `1hr`: the duration they clearly mean, for a ban and a mute alike."""
+        parsed = parse_command(f"!mod {name} {ALICE} {words}")
+        assert (parsed.duration_s, parsed.reason) == (seconds, reason)
+
+    @pytest.mark.parametrize("words", ["7dayz test ban", "2 spamming", "15 minuts", "3rd strike"])
+    @pytest.mark.parametrize("name", ["ban", "mute"])
+    def test_a_failed_duration_is_refused_never_a_permanent_reason(self, name: str, words: str) -> None:
+        """A word that looks like a failed duration is refused with the usage line; it never
+        becomes the reason of a permanent ban."""
+        assert "looks like a duration" in usage_error(f"!mod {name} {ALICE} {words}").problem
 
     def test_redact_default_count(self) -> None:
         """`redact` without a count removes the default number of messages."""

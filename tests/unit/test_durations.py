@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from abusebot.durations import MAX_SECONDS, DurationError, format_duration, looks_like_duration, parse_duration
+from abusebot.durations import (
+    MAX_SECONDS,
+    DurationError,
+    format_duration,
+    looks_like_duration,
+    parse_duration,
+    take_duration,
+)
 
 
 class TestParseDuration:
@@ -20,6 +27,25 @@ class TestParseDuration:
     )
     def test_sums(self, text: str, seconds: int) -> None:
         """Concatenated parts add up, in any order."""
+        assert parse_duration(text) == seconds
+
+    @pytest.mark.parametrize(
+        ("text", "seconds"),
+        [
+            ("7days", 604800),
+            ("2 days", 172800),
+            ("1hr", 3600),
+            ("30 min", 1800),
+            ("5min", 300),
+            ("1 hour", 3600),
+            ("90 minutes", 5400),
+            ("2 weeks", 1209600),
+            ("1h 30m", 5400),
+            ("45 secs", 45),
+        ],
+    )
+    def test_words_people_write(self, text: str, seconds: int) -> None:
+        """The forms moderators type anyway are read as the duration they clearly mean."""
         assert parse_duration(text) == seconds
 
     def test_case_and_surrounding_space_are_ignored(self) -> None:
@@ -44,9 +70,9 @@ class TestParseDuration:
         with pytest.raises(DurationError, match="not a duration"):
             parse_duration(text)
 
-    @pytest.mark.parametrize("text", ["1y", "3mo", "2ms", "5min", "1hr", "10", "h", "m1"])
+    @pytest.mark.parametrize("text", ["1y", "3mo", "2ms", "7dayz", "1month", "10", "h", "m1", "2 d a y s"])
     def test_rejects_unknown_units(self, text: str) -> None:
-        """Units other than s, m, h, d, w (and missing units or numbers) are refused."""
+        """Units other than seconds, minutes, hours, days and weeks (and missing units or numbers) are refused."""
         with pytest.raises(DurationError, match="not a duration"):
             parse_duration(text)
 
@@ -65,7 +91,6 @@ class TestParseDuration:
         [
             "",
             "   ",
-            "1h 30m",
             "1h\x0030m",
             "1h;DROP TABLE infractions",
             "9999999999s",
@@ -90,10 +115,47 @@ class TestLooksLikeDuration:
         """A well-shaped but too long duration has the shape of one (so `ban` reports it, not eats it)."""
         assert looks_like_duration("9999w")
 
-    @pytest.mark.parametrize("text", ["spam", "1y", "١h", ""])
+    @pytest.mark.parametrize("text", ["spam", "١h", "", "𝟗s"])
     def test_words_do_not(self, text: str) -> None:
         """Reason words and non-ASCII digits do not look like durations."""
         assert not looks_like_duration(text)
+
+    @pytest.mark.parametrize("text", ["1y", "7dayz", "2", "3rd"])
+    def test_failed_durations_still_look_like_one(self, text: str) -> None:
+        """A word starting with a digit looks like a duration, so a command refuses it rather than
+        taking it as the start of a reason."""
+        assert looks_like_duration(text)
+
+
+class TestTakeDuration:
+    @pytest.mark.parametrize(
+        ("words", "expected"),
+        [
+            ("7days test ban", (604800, 1)),
+            ("2 days spamming", (172800, 2)),
+            ("for 2 days spamming", (172800, 3)),
+            ("1hr", (3600, 1)),
+            ("30 min calm down", (1800, 2)),
+            ("2d 3h", (183600, 2)),
+            ("spamming for 2 days", (None, 0)),
+            ("", (None, 0)),
+            ("for the spam", (None, 0)),
+        ],
+    )
+    def test_reads_the_duration_at_the_start(self, words: str, expected: tuple[int | None, int]) -> None:
+        """The duration is read from the start (one, two or three words); a reason is left alone."""
+        assert take_duration(words.split()) == expected
+
+    @pytest.mark.parametrize("words", ["7dayz test", "2 spamming", "3rd strike", "15 minuts", "for 2 dayz"])
+    def test_a_failed_duration_is_refused_not_eaten(self, words: str) -> None:
+        """A first word that looks like a duration but is not one is refused."""
+        with pytest.raises(DurationError, match="looks like a duration"):
+            take_duration(words.split())
+
+    def test_out_of_range_says_why(self) -> None:
+        """Too long is reported as too long."""
+        with pytest.raises(DurationError, match="10 years"):
+            take_duration(["9999w", "spam"])
 
 
 class TestFormatDuration:

@@ -81,9 +81,28 @@ class TestDecide:
         assert decision.step.kind == "warning"
 
     def test_joining_only_to_break_the_rules_is_a_permanent_ban(self) -> None:
-        """A first activity that is a violation goes straight to the top rung."""
-        decision = LADDER.decide([], NOW, first_activity=True)
-        assert (decision.level, decision.step) == (4, Step("ban"))
+        """A newcomer's first activity that is a major violation goes straight to the top rung,
+        and the decision says it skipped rungs."""
+        decision = LADDER.decide([], NOW, first_activity=True, minor=False)
+        assert (decision.level, decision.step, decision.skipped) == (4, Step("ban"), True)
+        assert "joined only to break the rules" in decision.why
+
+    def test_a_newcomers_minor_first_violation_gets_the_first_rung(self) -> None:
+        """Links or an @room as a first message never ban a newcomer: the ordinary first step."""
+        decision = LADDER.decide([], NOW, first_activity=True, minor=True)
+        assert (decision.level, decision.step, decision.skipped) == (1, Step("warning"), False)
+
+    def test_standing_counts_violations_in_the_window_and_suggests_the_next_step(self) -> None:
+        """Two violations within 90 days (a note and a pardoned one do not count): the 3rd rung next."""
+        history = [
+            inf("warning", 1, days_ago=10),
+            inf("mute", 2, days_ago=5),
+            inf("note", None, days_ago=1),
+            inf("ban", 3, days_ago=2, state="pardoned"),
+            inf("warning", 1, days_ago=200),
+        ]
+        count, step = LADDER.standing(history, NOW)
+        assert (count, step) == (2, Step("ban", 7 * 86400))
 
     def test_probation_means_the_top_rung(self) -> None:
         """Any violation on probation is a permanent ban."""

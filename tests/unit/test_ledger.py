@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from abusebot.ledger import MIGRATIONS, Infraction, Ledger, LedgerError
+from abusebot.ledger import MIGRATIONS, Infraction, Ledger, LedgerError, RoomLock
 
 ALICE = "@alice:example.org"
 MOD = "@mod:example.org"
@@ -201,7 +201,10 @@ class TestMigrationTwo:
         ledger = await Ledger.open(path)
         try:
             locks = await ledger.room_locks()
-            assert locks == {"!a:x": ({"join_rule": "knock"}, 1700000000500), "!b:x": ({"join_rule": "public"}, 5000)}
+            assert locks == {
+                "!a:x": RoomLock({"join_rule": "knock"}, 1700000000500, None),
+                "!b:x": RoomLock({"join_rule": "public"}, 5000, None),
+            }
             assert await ledger.get_kv("room_locks") is None
         finally:
             await ledger.close()
@@ -210,7 +213,9 @@ class TestMigrationTwo:
         """A second lock of a room already locked is not recorded over the first."""
         assert await ledger.add_room_lock("!a:x", {"join_rule": "public"}, 10)
         assert not await ledger.add_room_lock("!a:x", {"join_rule": "invite"}, 20)
-        assert await ledger.room_locks() == {"!a:x": ({"join_rule": "public"}, 10)}
+        assert await ledger.room_locks() == {"!a:x": RoomLock({"join_rule": "public"}, 10, None)}
+        await ledger.set_room_lock_event("!a:x", "$closed")
+        assert (await ledger.room_locks())["!a:x"].locked_event == "$closed"
         await ledger.remove_room_lock("!a:x")
         assert await ledger.room_locks() == {}
 

@@ -138,15 +138,16 @@ class TestBannedPhrases:
         """Banned phrases match whole words after normalisation, in every visible text."""
         assert await rules(event) == expected
 
-    async def test_violation_is_minor_redacts_and_quotes_the_message(self) -> None:
-        """A banned phrase is a minor violation that redacts the event, with a short excerpt."""
+    async def test_violation_is_major_redacts_and_quotes_the_message(self) -> None:
+        """A banned phrase is a major violation (a newcomer posting it joined only to break the
+        rules) that redacts the event, with a short excerpt."""
         event = message(SPAMMER, "buy cheap crypto " + "x" * 500)
         (violation,) = await Spam().check(event, WORDS, FakeContext())
         assert isinstance(violation, Violation)
         assert (violation.user, violation.room_id, violation.severity, violation.redact) == (
             SPAMMER,
             ROOM,
-            "minor",
+            "major",
             True,
         )
         assert violation.evidence.event_id == event.event_id
@@ -212,6 +213,20 @@ def links(count: int, domain: str = "site{}.example") -> str:
 
 
 class TestLinks:
+    async def test_documentation_links_do_not_count(self) -> None:
+        """A newcomer's question with six documentation links is not "too many links"."""
+        body = (
+            "lifetimes: https://doc.rust-lang.org/book/ch10-03.html https://docs.rs/x https://crates.io/y "
+            "https://github.com/a/b https://stackoverflow.com/q/1 https://en.wikipedia.org/wiki/Borrow"
+        )
+        assert await rules(message(SPAMMER, body), SpamSettings()) == []
+
+    async def test_links_count_distinct_domains(self) -> None:
+        """Seven pages of one site are one domain; seven sites are seven."""
+        same = " ".join(f"https://blog.example/post{n}" for n in range(7))
+        assert await rules(message(SPAMMER, same), SpamSettings()) == []
+        assert await rules(message(SPAMMER, links(7)), SpamSettings()) == ["spam: too many links"]
+
     @pytest.mark.parametrize(
         ("event", "settings", "expected"),
         [
@@ -311,10 +326,8 @@ class TestInvites:
             ("discord.com/invite/abc123", [INVITE]),
             ("https://t.me/joinchat/xyz", [INVITE]),
             ("chat.whatsapp.com/AbCdEf", [INVITE]),
-            ("https://matrix.to/#/#elsewhere:other.example", [INVITE]),
-            ("https://matrix.to/#/%23elsewhere:other.example?via=other.example", [INVITE]),
-            ("https://matrix.to/#/!roomid:other.example/$event", [INVITE]),
-            ("matrix:r/elsewhere:other.example", [INVITE]),
+            ("https://matrix.to/#/#elsewhere:other.example", []),
+            ("https://matrix.to/#/!roomid:other.example/$event", []),
             ("ht\u200btps://disc\u043erd.gg/abc", [INVITE]),
             ("https://matrix.to/#/@alice:other.example", []),
             ("https://matrix.to/#/#home:x", []),
@@ -326,6 +339,24 @@ class TestInvites:
     async def test_invite_links(self, body: str, expected: list[str]) -> None:
         """Chat invites and links to other rooms are major spam; pills and our own rooms are not."""
         assert await rules(message(SPAMMER, body), SpamSettings(), protected_context()) == expected
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            "https://matrix.to/#/#elsewhere:other.example",
+            "https://matrix.to/#/%23elsewhere:other.example?via=other.example",
+            "https://matrix.to/#/!roomid:other.example/$event",
+            "matrix:r/elsewhere:other.example",
+        ],
+    )
+    async def test_links_to_other_matrix_rooms_are_invites_only_when_configured(self, body: str) -> None:
+        """A link to another Matrix room is an honest pointer by default; with matrix_invites it
+        is a minor violation (never a newcomer's permanent ban)."""
+        assert await rules(message(SPAMMER, body), SpamSettings(), protected_context()) == []
+        settings = SpamSettings(matrix_invites=True)
+        (violation,) = await Spam().check(message(SPAMMER, body), settings, protected_context())
+        assert isinstance(violation, Violation)
+        assert (violation.rule, violation.severity) == ("spam: invite to another Matrix room", "minor")
 
     async def test_invite_is_major(self) -> None:
         """Invite spam escalates as a major violation."""
@@ -378,22 +409,42 @@ class TestMentions:
     @pytest.mark.parametrize(
         ("event", "power", "expected"),
         [
-            pytest.param(message(SPAMMER, "@room look at this"), {}, ["spam: @room without permission"], id="text"),
+            pytest.param(
+                message(SPAMMER, "how do I send an @room ping from my bot?"), {}, [], id="text-that-pings-nobody"
+            ),
             pytest.param(
                 message(SPAMMER, "look", **{"m.mentions": {"room": True}}),
                 {},
-                ["spam: @room without permission"],
+                ["spam: @room ping"],
                 id="intentional",
             ),
-            pytest.param(message(SPAMMER, "@room hi"), {"users": {SPAMMER: 50}}, [], id="allowed-by-level"),
-            pytest.param(message(SPAMMER, "@room hi"), {"notifications": {"room": 0}}, [], id="room-lowered-level"),
-            pytest.param(message(SPAMMER, "my @roommate says hi"), {}, [], id="not-a-room-mention"),
+            pytest.param(
+                message(SPAMMER, "@room hi"),
+                {"notifications": {"room": 0}},
+                ["spam: @room ping"],
+                id="text-that-notifies-a-low-level-room",
+            ),
+            pytest.param(
+                message(SPAMMER, "@room hi"),
+                {"notifications": {"room": 10}, "users": {SPAMMER: 20}},
+                ["spam: @room ping"],
+                id="text-from-a-member-who-can-notify",
+            ),
+            pytest.param(message(SPAMMER, "@room release is out"), {"users": {SPAMMER: 50}}, [], id="room-staff"),
+            pytest.param(
+                message(SPAMMER, "hi", **{"m.mentions": {"room": True}}),
+                {"users": {SPAMMER: 50}},
+                [],
+                id="room-staff-intentional",
+            ),
+            pytest.param(message(SPAMMER, "my @roommate says hi"), {"notifications": {"room": 0}}, [], id="not-@room"),
         ],
     )
-    async def test_room_mention_needs_the_notifications_level(
+    async def test_room_mention_is_a_violation_only_when_it_pings(
         self, event: Event, power: dict[str, Any], expected: list[str]
     ) -> None:
-        """@room from a sender below notifications.room (default 50) is a minor violation."""
+        """@room is a minor violation only when it would ping the room (the sender can notify it,
+        or asks with m.mentions.room) and the sender is not room staff (ban level)."""
         ctx = FakeContext()
         ctx.room(ROOM).apply({"type": "m.room.power_levels", "state_key": "", "sender": "@mod:x", "content": power})
         assert await rules(event, SpamSettings(), ctx) == expected
