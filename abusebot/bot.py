@@ -57,7 +57,7 @@ SYNC_FILTER = json.dumps(
 #: The very first sync only learns state: its timeline is history we must not punish.
 FIRST_SYNC_FILTER = SYNC_FILTER.replace(f'"limit":{TIMELINE_LIMIT}', '"limit":1')
 
-EventHook = Callable[[Event], Awaitable[None]]
+EventHook = Callable[[Event], Awaitable[object]]
 
 
 class StartupError(Exception):

@@ -63,6 +63,11 @@ class MatrixError(Exception):
         return None
 
 
+def _object(reply: Any) -> dict[str, Any]:
+    """A JSON answer that should be an object: a wrong type is an empty one, never a crash."""
+    return reply if isinstance(reply, dict) else {}
+
+
 class HomeserverUnavailable(Exception):
     """The homeserver could not be reached (connection refused, reset, timed out)."""
 
@@ -177,7 +182,7 @@ class Homeserver:
     async def sync(self, since: str | None, timeout_ms: int, sync_filter: str) -> dict[str, Any]:
         """One ``/sync`` long-poll, returned as raw JSON."""
         query = {"filter": sync_filter, "timeout": timeout_ms if since else 0, "since": since}
-        return await self.request("GET", f"{API}/sync", query=query, timeout=timeout_ms / 1000 + 60)
+        return _object(await self.request("GET", f"{API}/sync", query=query, timeout=timeout_ms / 1000 + 60))
 
     async def resolve_alias(self, alias: str) -> str:
         """Room id for an alias."""
@@ -201,7 +206,7 @@ class Homeserver:
     async def state_event(self, room_id: str, event_type: str, state_key: str = "") -> dict[str, Any] | None:
         """One state event's content, or ``None`` when there is none."""
         try:
-            return await self.request("GET", f"{API}/rooms/{q(room_id)}/state/{q(event_type)}/{q(state_key)}")
+            return _object(await self.request("GET", f"{API}/rooms/{q(room_id)}/state/{q(event_type)}/{q(state_key)}"))
         except MatrixError as err:
             if err.status == 404:
                 return None
@@ -221,7 +226,7 @@ class Homeserver:
         query: dict[str, Any] = {"dir": direction, "limit": limit, "from": start, "to": end}
         if sync_filter:
             query["filter"] = json.dumps(sync_filter)
-        return await self.request("GET", f"{API}/rooms/{q(room_id)}/messages", query=query)
+        return _object(await self.request("GET", f"{API}/rooms/{q(room_id)}/messages", query=query))
 
 
 @attrs.frozen
@@ -315,7 +320,7 @@ class WriteQueue:
                     future.set_exception(err)
 
     def _backoff(self, attempt: int) -> float:
-        return min(self.max_backoff, self.base_backoff * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+        return float(min(self.max_backoff, self.base_backoff * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2))
 
     async def _perform(self, write: Write) -> Any:
         attempt = 0

@@ -158,12 +158,12 @@ class Glob:
         if not folded.startswith(anchor, end + offset) or (getter is not None and getter(folded[end:]) != expected):
             return False
         for anchor, offset, length, getter, expected in segments[1:-1]:
-            last = end - length  # the last start that still fits before the tail
-            if last < position:
+            last_start = end - length  # the last start that still fits before the tail
+            if last_start < position:
                 return False
             if anchor:
                 while True:  # candidate starts only increase: see the module docstring
-                    found = folded.find(anchor, position + offset, last + offset + len(anchor))
+                    found = folded.find(anchor, position + offset, last_start + offset + len(anchor))
                     if found < 0:
                         return False
                     start = found - offset

@@ -49,7 +49,7 @@ def _bucket_add(table: dict[str, _Bucket], key: str, rule: Rule) -> None:
     held = table.get(key)
     if held is None:
         table[key] = rule
-    elif type(held) is dict:
+    elif isinstance(held, dict):
         held[rule.list_room, rule.state_key] = rule
     else:
         assert isinstance(held, Rule)
@@ -60,7 +60,7 @@ def _bucket_remove(table: dict[str, _Bucket], key: str, rule: Rule) -> None:
     held = table.get(key)
     if held is rule:
         del table[key]
-    elif type(held) is dict:
+    elif isinstance(held, dict):
         slot = (rule.list_room, rule.state_key)
         if held.get(slot) is rule:
             del held[slot]
@@ -71,14 +71,14 @@ def _bucket_remove(table: dict[str, _Bucket], key: str, rule: Rule) -> None:
 def _bucket_into(out: list[Rule], held: _Bucket | None) -> None:
     if held is None:
         return
-    if type(held) is dict:
+    if isinstance(held, dict):
         out.extend(held.values())
     else:
-        out.append(held)  # type: ignore[arg-type]
+        out.append(held)
 
 
 def _in_effect(held: _Held) -> Rule:
-    if type(held) is dict:
+    if isinstance(held, dict):
         return max(held.values(), key=lambda rule: type_quality(rule.event_type))
     assert isinstance(held, Rule)
     return held
@@ -225,7 +225,7 @@ class RuleIndex:
             self._kinds[rule.kind].add(rule)
             return None
         before = _in_effect(held)
-        if type(held) is dict:
+        if isinstance(held, dict):
             held[rule.event_type] = rule
         elif held.event_type == rule.event_type:
             slots[state_key] = rule
@@ -244,13 +244,13 @@ class RuleIndex:
         if slots is None or held is None:
             return None
         before = _in_effect(held)
-        if event_type is not None and type(held) is dict:
+        if event_type is not None and isinstance(held, dict):
             if held.pop(event_type, None) is None:
                 return None
             if len(held) == 1:
                 slots[state_key] = next(iter(held.values()))
             return self._switch(before, _in_effect(slots[state_key]))
-        if event_type is not None and held.event_type != event_type:
+        if event_type is not None and not isinstance(held, dict) and held.event_type != event_type:
             return None
         del slots[state_key]
         if not slots:

@@ -107,7 +107,7 @@ class Context(Protocol):
         """The protected room ids."""
 
 
-S = TypeVar("S")
+S = TypeVar("S", bound=attrs.AttrsInstance)
 
 
 class Protection:
@@ -197,10 +197,16 @@ def build_settings(settings_class: type[S], values: Mapping[str, Any], base: S |
         changes[key] = _convert(value, field.type, key)
     try:
         if base is not None:
-            return attrs.evolve(base, **changes)
+            return _evolve(base, changes)
         return settings_class(**changes)
     except (ValueError, TypeError) as err:
         raise SettingsError(_bad_key(settings_class, changes, base), "a valid value", str(err)) from err
+
+
+def _evolve(base: S, changes: Mapping[str, Any]) -> S:
+    """``base`` with ``changes``, built through its ``__init__`` so every validator runs (what
+    ``attrs.evolve`` does, typed for a settings class known only as a type variable)."""
+    return type(base)(**{**attrs.asdict(base, recurse=False), **changes})
 
 
 def _bad_key(settings_class: type[S], changes: Mapping[str, Any], base: S | None) -> str:
@@ -209,7 +215,7 @@ def _bad_key(settings_class: type[S], changes: Mapping[str, Any], base: S | None
         start = base if base is not None else settings_class()
         for key, value in changes.items():
             try:
-                attrs.evolve(start, **{key: value})
+                _evolve(start, {key: value})
             except (ValueError, TypeError):
                 return key
     except (ValueError, TypeError):

@@ -766,7 +766,7 @@ def _invites(m: Matchers, markup: str, ctx: Context) -> list[str]:
         elif uri_room is not None:
             key = ("#" if kind == "r" else "!") + uri_room
         else:
-            key = _invite_key(other)
+            key = _invite_key(other or "")
         if key in m.allowed_invites:
             continue
         if key[0] in "#!":
