@@ -155,7 +155,7 @@ def history_message(
             state = f" [{inf.state}]"
         rung = ""
         if ladder is not None and inf.level is not None and 1 <= inf.level <= len(ladder.steps):
-            rung = f" (ladder rung {inf.level} of {len(ladder.steps)}: {ladder.steps[inf.level - 1]})"
+            rung = f" (stands for ladder rung {inf.level} of {len(ladder.steps)}: {ladder.steps[inf.level - 1]})"
         scope = where(inf.scope) if where is not None else ("all rooms" if inf.scope == "*" else inf.scope)
         line = (
             f"#{inf.id} {what}{state} in {scope} — {inf.reason or 'no reason given'}"
@@ -171,9 +171,22 @@ def history_message(
     return Message("\n".join(lines_plain), "".join(lines_html))
 
 
-def bullet_list(head: str, items: Sequence[str], *, limit: int = 50, max_chars: int = 30_000) -> Message:
+def room_pill(room_id: str, label: str) -> str:
+    """A room link (HTML) a client shows as a pill."""
+    return f'<a href="{html.escape(f"https://matrix.to/#/{room_id}", quote=True)}">{html.escape(label)}</a>'
+
+
+def bullet_list(
+    head: str,
+    items: Sequence[str],
+    *,
+    limit: int = 50,
+    max_chars: int = 30_000,
+    html_items: Sequence[str] | None = None,
+) -> Message:
     """A heading and a list, as an HTML list with a plain-text fallback, cut to fit one event:
-    at most ``limit`` items and ``max_chars`` characters, then "… and N more"."""
+    at most ``limit`` items and ``max_chars`` characters, then "… and N more". ``html_items``
+    (already escaped, e.g. with pills) replace the escaped items in the HTML."""
     shown: list[str] = []
     size = len(head)
     for item in items[:limit]:
@@ -185,8 +198,9 @@ def bullet_list(head: str, items: Sequence[str], *, limit: int = 50, max_chars: 
     tail = [f"… and {more} more"] if more else []
     plain = "\n".join([head, *(f"• {item}" for item in shown), *tail])
     markup = f"<p>{html.escape(head)}</p>"
+    rich = list(html_items[: len(shown)]) if html_items is not None else [html.escape(item) for item in shown]
     if shown or tail:
-        markup += "<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in [*shown, *tail]) + "</ul>"
+        markup += "<ul>" + "".join(f"<li>{item}</li>" for item in [*rich, *map(html.escape, tail)]) + "</ul>"
     return Message(plain, markup)
 
 
@@ -218,13 +232,12 @@ def user_notice(
         lines.append(next_step)
     elif kind == "warning":
         lines.append("Please take a moment to read the rules; a further violation may lead to a mute.")
-    elif kind == "ban" and duration_s is None:
+    if kind in ("warning", "mute", "ban", "kick"):
+        # Promise only what exists: nobody reads replies to these notices (yet), so say whom to ask.
         lines.append(
-            "If you believe this was a mistake, you may reply here to appeal; "
-            "after a month you may ask for a second chance."
+            f"If you believe this was a mistake, please write to one of the moderators of {where}; "
+            "replies to this message are not read."
         )
-    elif kind in ("mute", "ban", "kick"):
-        lines.append("If you believe this was a mistake, you may reply here to appeal.")
     if rules_url:
         lines.append(f"The rules: {rules_url}")
     if infraction_id is not None:

@@ -22,7 +22,7 @@ import structlog
 
 from abusebot import __version__
 from abusebot.actions import Moderation
-from abusebot.audit import Message, bullet_list
+from abusebot.audit import Message, bullet_list, room_pill
 from abusebot.commands import CommandHandler
 from abusebot.config import Config
 from abusebot.events import Event, parse_event
@@ -519,7 +519,11 @@ class Bot:
             f"Rooms with a problem: {len(problems)} of {len(rooms)}" + (" (details: !mod rooms)" if problems else ""),
         ]
         items = [f"{self.store.label(r)} ({r}): missing {', '.join(missing)}" for r, missing in problems.items()]
-        listing = bullet_list(head[-1], items, limit=20, max_chars=8000)
+        rich = [
+            f"{room_pill(r, self.store.label(r))}: missing {html.escape(', '.join(missing))}"
+            for r, missing in problems.items()
+        ]
+        listing = bullet_list(head[-1], items, limit=20, max_chars=8000, html_items=rich)
         plain = "\n".join([*head[:-1], listing.plain])
         markup = "<br>".join(html.escape(line) for line in head[:-1]) + listing.html
         return Message(plain, markup)

@@ -21,7 +21,7 @@ import structlog
 import yaml
 
 from abusebot.actions import Actor, Moderation, Outcome, Scope
-from abusebot.audit import Message, bullet_list, history_message, standing_line
+from abusebot.audit import Message, bullet_list, history_message, room_pill, standing_line
 from abusebot.config import ConfigError
 from abusebot.durations import EXAMPLES, DurationError, take_duration
 from abusebot.events import Event
@@ -594,14 +594,12 @@ class CommandHandler:
         problems = room_problems(self.store, self.moderation.bot_user_id)
         rooms = self.store.protected
         head = f"Protecting {len(rooms)} room(s); {len(problems)} with a problem."
-        lines = [
-            (
-                f"{self.store.label(r)} ({r}): "
-                + ("missing " + ", ".join(problems[r]) if r in problems else "all powers I need")
-            )
-            for r in rooms
-        ]
-        return bullet_list(head, lines, limit=60)
+        def state(room_id: str) -> str:
+            return "missing " + ", ".join(problems[room_id]) if room_id in problems else "all powers I need"
+
+        lines = [f"{self.store.label(r)} ({r}): {state(r)}" for r in rooms]
+        rich = [f"{room_pill(r, self.store.label(r))}: {html.escape(state(r))}" for r in rooms]
+        return bullet_list(head, lines, limit=60, html_items=rich)
 
     async def _unlock(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
         """``!mod unlock <room>``: end a join-wave lock now."""

@@ -240,26 +240,36 @@ class Executor:
             redactions = asyncio.gather(*(self._redact(room_id, event_id, v.rule) for room_id, event_id in ids))
         try:
             async with self._user_locks.setdefault(v.user, asyncio.Lock()):
-                if await self.ledger.mark_processed(key, "violation") and not await self._same_burst(v, actor):
-                    await self.escalate(
-                        v.user,
-                        v.rule,
-                        actor,
-                        severity=v.severity,
-                        first_activity=first_activity,
-                        evidence=v.evidence.excerpt,
-                        talk_after=redactions,
-                    )
-                    self._rungs[v.user] = time.monotonic()
+                if await self._takes_a_rung(v, actor, key):
+                    await self._escalation(v, actor, first_activity, talk_after=redactions)
         finally:
             if redactions is not None:
                 await redactions
+
+    async def _takes_a_rung(self, v: Violation, actor: Actor, key: str) -> bool:
+        """Claim the violation (a replayed batch acts once) and its rung (one per burst)."""
+        if not await self.ledger.mark_processed(key, "violation") or await self._same_burst(v, actor):
+            return False
+        self._rungs[v.user] = time.monotonic()
+        return True
+
+    def _escalation(self, v: Violation, actor: Actor, first_activity: bool, **extra: Any) -> Awaitable[Outcome]:
+        """The ladder's step for ``v`` (see :meth:`escalate`)."""
+        return self.escalate(
+            v.user,
+            v.rule,
+            actor,
+            severity=v.severity,
+            first_activity=first_activity,
+            evidence=v.evidence.excerpt,
+            **extra,
+        )
 
     async def _same_burst(self, v: Violation, actor: Actor) -> bool:
         """True when the user took a rung less than ``burst_seconds`` ago: this violation is part of
         the same burst (removed, recorded in the audit log, but not another rung)."""
         last = self._rungs.get(v.user)
-        # A flood's burst is its window; any other violation's is BURST_S.
+        # A flood's burst is its window; any other violation's is the ladder's burst_seconds.
         if last is None or time.monotonic() - last >= (v.sweep_s or self.ladder.burst_seconds):
             return False
         await self.ledger.audit(
@@ -283,18 +293,9 @@ class Executor:
         enforced = asyncio.Event()
         try:
             async with self._user_locks.setdefault(v.user, asyncio.Lock()):
-                if await self.ledger.mark_processed(key, "violation") and not await self._same_burst(v, actor):
-                    self._rungs[v.user] = time.monotonic()
+                if await self._takes_a_rung(v, actor, key):
                     sanction = asyncio.ensure_future(
-                        self.escalate(
-                            v.user,
-                            v.rule,
-                            actor,
-                            severity=v.severity,
-                            first_activity=first_activity,
-                            evidence=v.evidence.excerpt,
-                            on_enforced=enforced.set,
-                        )
+                        self._escalation(v, actor, first_activity, on_enforced=enforced.set)
                     )
                     waiter = asyncio.ensure_future(enforced.wait())
                     # The clean-up waits for the sanction to reach the homeserver, not for its

@@ -343,7 +343,7 @@ async def test_history_explains_the_ladder(day_one: World) -> None:
     _, reply = await command(w, f"!mod history {bob.user_id}")
     body = reply["body"]
     assert "Standing: 1st violation in 90 days; the ladder suggests" in body, body
-    assert "(ladder rung 3 of 4: ban 1w)" in body, body
+    assert "(stands for ladder rung 3 of 4: ban 1w)" in body, body
     assert "[active]" not in body
     assert "[in force]" in body
     note_line = next(line for line in body.splitlines() if " note " in line)
@@ -393,6 +393,9 @@ async def test_notices_and_replies_name_the_community(synapse: SynapseServer, tm
         notices = await dm_notices(spammer, w.bot_account.user_id)
         assert any("This is a warning from the moderators of Gophers." in n for n in notices), notices
         assert not any("all protected rooms" in n for n in notices), notices
+        # Nothing reads replies to a notice yet: it says whom to ask instead of promising an appeal.
+        assert not any("reply here" in n for n in notices), notices
+        assert any("please write to one of the moderators of Gophers" in n for n in notices), notices
     finally:
         await w.close()
 
