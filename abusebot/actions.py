@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 import structlog
 
-from abusebot.audit import Message, action_line, scope_label, user_notice
+from abusebot.audit import Message, action_line, fit, scope_label, user_notice
 from abusebot.config import Config
 from abusebot.ledger import ALL_ROOMS, Infraction, Ledger, now_ms
 from abusebot.matrix import Api, HomeserverUnavailable, MatrixError, Priority
@@ -114,6 +114,8 @@ class Moderation:
 
         Rooms where the bot lacks the power for ``action`` are left out here: they cannot be
         acted in, which :meth:`reachable` reports, but they do not shield the user elsewhere.
+        A user out of reach in any room (its admin or creator) is out of reach everywhere: the
+        bot is never turned against the community's own staff.
         """
         staff = self.staff
         reason = refusal(subject, None, staff)
@@ -177,7 +179,7 @@ class Moderation:
     async def post(self, message: Message) -> None:
         """Post to the management room; never raises (the ledger already has the record)."""
         try:
-            await self.api.send(self.store.management_id, message.content())
+            await self.api.send(self.store.management_id, fit(message).content())
         except (MatrixError, HomeserverUnavailable) as err:
             log.error("management_post_failed", error=str(err))
 
@@ -280,6 +282,9 @@ class Moderation:
             event_id=actor.event_id,
         )
         log.info("action_refused", action=action, subject=subject, actor=actor.name, why=why)
+        if actor.origin == "protection":  # nobody is waiting for a reply: the moderators are told
+            text = f"⛔ {actor.name} would have applied a {action} to {subject}, but I refused: {why}"
+            await self.post(Message(text, html.escape(text)))
         return Outcome(False, f"Refused: {why}", refused=True)
 
     async def _per_room(self, rooms: Sequence[str], operation: Any) -> tuple[list[str], dict[str, str]]:

@@ -7,6 +7,7 @@ parts; user-supplied text is always escaped.
 from __future__ import annotations
 
 import html
+import json
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -59,6 +60,37 @@ def scope_label(scope: str, names: dict[str, str] | None = None) -> str:
     if scope == "*":
         return "all protected rooms"
     return (names or {}).get(scope, scope)
+
+
+#: Synapse refuses an event over 65,536 bytes; the body and HTML together stay well below it.
+MAX_EVENT_BYTES = 40_000
+_CUT = "… (cut to fit one message)"
+
+
+def fit(message: Message, max_bytes: int = MAX_EVENT_BYTES) -> Message:
+    """``message`` as it is when its encoded content fits one event, else cut: the plain text to
+    whole lines within the budget, the HTML rebuilt from those lines (never cut inside a tag).
+    Measured in JSON bytes, since escaping and non-ASCII text grow it (a Cyrillic note is twice
+    its length, an emoji four times)."""
+    if _size(message) <= max_bytes:
+        return message
+    budget = max_bytes // 3  # the plain text, its escaped HTML twin, and JSON escaping
+    kept: list[str] = []
+    used = 0
+    for line in message.plain.splitlines():
+        cost = len(json.dumps(line)) + 1
+        if used + cost > budget:
+            break
+        kept.append(line)
+        used += cost
+    if not kept:  # one huge line: cut it by characters
+        kept = [message.plain[: budget // 6]]
+    kept.append(_CUT)
+    return Message("\n".join(kept), "<br>".join(html.escape(line) for line in kept))
+
+
+def _size(message: Message) -> int:
+    return len(json.dumps(message.content()).encode())
 
 
 def pill(user_id: str) -> str:

@@ -21,9 +21,9 @@ import structlog
 import yaml
 
 from abusebot.actions import Actor, Moderation, Outcome, Scope
-from abusebot.audit import Message, bullet_list, history_message, room_pill, standing_line
+from abusebot.audit import Message, bullet_list, fit, history_message, room_pill, standing_line
 from abusebot.config import ConfigError
-from abusebot.durations import EXAMPLES, DurationError, take_duration
+from abusebot.durations import EXAMPLES, DurationError, mentions_a_duration, take_duration
 from abusebot.events import Event
 from abusebot.ledger import now_ms
 from abusebot.matrix import HomeserverUnavailable, MatrixError
@@ -313,6 +313,13 @@ def parse_command(text: str, prefix: str = "!mod") -> Parsed:
         if name == "mute" and duration is None:
             word = f"{rest[0][:40]!r} is not a duration; " if rest else ""
             raise UsageError(name, f"{word}how long? ({EXAMPLES})")
+        misplaced = mentions_a_duration(rest[used:]) if duration is None else None
+        if misplaced:
+            raise UsageError(
+                name,
+                f"the reason says {misplaced!r}: write the duration right after the user "
+                "(a ban without one is permanent), or reword the reason",
+            )
         return Parsed(name, user=user, duration_s=duration, reason=_reason(rest[used:]), room=room, flags=flags)
     if name == "redact":
         count = DEFAULT_REDACT_COUNT
@@ -477,8 +484,8 @@ class CommandHandler:
         return True
 
     async def reply(self, event: Event, message: Message) -> None:
-        """Reply to the command event (as a rich reply)."""
-        content: dict[str, Any] = message.content()
+        """Reply to the command event (as a rich reply), cut to fit one event."""
+        content: dict[str, Any] = fit(message).content()
         content["m.relates_to"] = {"m.in_reply_to": {"event_id": event.event_id}}
         try:
             await self.moderation.api.send(event.room_id, content)
@@ -583,7 +590,8 @@ class CommandHandler:
         else:  # redact
             outcome = await m.redact(user, parsed.count or DEFAULT_REDACT_COUNT, "removed by a moderator", actor, scope)
         reply = _reply(outcome)
-        if ladder is not None and outcome.ok and outcome.infraction is not None:
+        # The standing draws on confidential records: it is shown in the management room only.
+        if ladder is not None and auth.management and outcome.ok and outcome.infraction is not None:
             count, step = ladder.standing(await m.ledger.history(user, limit=500), now_ms())
             standing = standing_line(count, str(step), ladder.decay_days)
             reply = Message(f"{reply.plain}\n{standing.plain}", f"{reply.html}<br>{standing.html}")

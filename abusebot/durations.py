@@ -62,23 +62,32 @@ def looks_like_duration(text: str) -> bool:
 
 def take_duration(words: Sequence[str]) -> tuple[int | None, int]:
     """Read a duration from the start of ``words``: ``(seconds, words used)``, or ``(None, 0)``
-    when the words do not start with one. ``2 days`` and ``for 2 days`` use two and three words.
+    when the words do not start with one. All of it is taken: ``2 days``, ``for 2 days``,
+    ``1 hour 30 minutes``.
 
-    Raises :class:`DurationError` when the first word looks like a duration but is not one, so
-    it can never be taken for the start of a reason.
+    Raises :class:`DurationError` when the first word looks like a duration but is not one, or a
+    duration-like word follows the duration, so no such word is ever taken for a reason.
     """
-    start = 1 if len(words) > 1 and words[0].lower() == "for" and looks_like_duration(words[1]) else 0
-    if len(words) <= start or not looks_like_duration(words[start]):
+    start = 1 if len(words) > 1 and words[0].lower() == "for" and _numeric(words[1]) else 0
+    if len(words) <= start or not _numeric(words[start]):
         return None, 0
+    if not looks_like_duration(words[start]):
+        raise DurationError(f"{words[start][:40]!r}: write a duration with the digits 0-9 ({EXAMPLES})")
     problem: DurationError | None = None
-    for count in (2, 1):  # "2 days" before "2" on its own
-        if len(words) < start + count:
-            continue
+    for count in range(min(len(words) - start, 8), 0, -1):  # the longest duration there is
         try:
-            return parse_duration(" ".join(words[start : start + count])), start + count
+            seconds = parse_duration(" ".join(words[start : start + count]))
         except DurationError as err:
             if count == 1:
                 problem = err
+            continue
+        used = start + count
+        if used < len(words) and _numeric(words[used]):
+            raise DurationError(
+                f"{words[used][:40]!r} after the duration looks like a duration but is not one ({EXAMPLES}). "
+                "A reason may not start with a number: put a word first."
+            )
+        return seconds, used
     assert problem is not None
     if "longer than zero" in str(problem) or "10 years" in str(problem):
         raise problem
@@ -86,6 +95,25 @@ def take_duration(words: Sequence[str]) -> tuple[int | None, int]:
         f"{words[start][:40]!r} looks like a duration but is not one ({EXAMPLES}). "
         "A reason may not start with a number: put a word first."
     )
+
+
+def mentions_a_duration(words: Sequence[str]) -> str | None:
+    """"for 2 days" inside a reason (a duration written in the wrong place), or ``None``."""
+    for index in range(len(words) - 1):
+        if words[index].lower() == "for" and _numeric(words[index + 1]):
+            try:
+                seconds, used = take_duration(words[index:])
+            except DurationError:
+                continue
+            if seconds is not None:
+                return " ".join(words[index:used])
+    return None
+
+
+def _numeric(word: str) -> bool:
+    """Starts with a digit of any script (a non-ASCII one is refused, never read as a reason)."""
+    first = word.strip()[:1]
+    return first.isdigit() or first.isdecimal()
 
 
 def format_duration(seconds: int | float) -> str:

@@ -704,7 +704,9 @@ class Pipeline:
         if user in self._known:
             return False
         self._known.add(user)
-        first = user in self._newcomers
+        # Still new only if nothing was recorded since the join (a moderator's warning, a ban
+        # lifted again): any record makes them someone the community knows.
+        first = user in self._newcomers and not await self.ledger.is_known(user)
         self._newcomers.discard(user)
         await self.ledger.mark_known(user)
         return first

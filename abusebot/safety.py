@@ -141,7 +141,7 @@ def missing_powers(room: RoomState, bot_user_id: str, powers: tuple[str, ...] = 
 def cannot_act(room: RoomState, bot_user_id: str, action: str) -> str | None:
     """Why the bot cannot do ``action`` in ``room`` at all (it lacks the power), or ``None``."""
     missing = missing_powers(room, bot_user_id, ACTION_POWERS.get(action, ()))
-    return "I lack the power to " + ", ".join(missing) if missing else None
+    return "I lack the power for " + ", ".join(missing) if missing else None
 
 
 def room_problems(store: RoomStore, bot_user_id: str) -> dict[str, list[str]]:
@@ -149,6 +149,8 @@ def room_problems(store: RoomStore, bot_user_id: str) -> dict[str, list[str]]:
     problems: dict[str, list[str]] = {}
     for room_id in store.protected:
         missing = missing_powers(store.room(room_id), bot_user_id)
+        if store.room(room_id).get("m.room.encryption") is not None:
+            missing.append("reading messages (the room is encrypted; abusebot cannot read encrypted rooms yet)")
         if missing:
             problems[room_id] = missing
     return problems

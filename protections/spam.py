@@ -422,6 +422,8 @@ class Matchers:
 _LINK = re.compile(r"(?:https?://|www\.)[^\s<>\"'`]+")
 _MXID = re.compile(r"@[a-z0-9._=/+-]+:[a-z0-9.-]+(?::[0-9]{1,5})?")
 _ROOM_MENTION = re.compile(r"@room(?![\w])")
+#: Code spans and blocks (HTML or Markdown backticks): user ids inside them are not mentions.
+_CODE = re.compile(r"<(code|pre)\b[^<>]*>[^<]*</\1>|`[^`\n]*`", re.IGNORECASE)
 _COMPILED: dict[int, tuple[SpamSettings, Matchers]] = {}
 
 
@@ -801,6 +803,8 @@ def _mentions(mentions: Mapping[str, Any] | None, markup: str) -> set[str]:
         if isinstance(ids, list):
             users.update(u.lower() for u in ids[:MAX_ITEMS] if isinstance(u, str))
     if "@" in markup:
+        if "`" in markup or "<code" in markup or "<pre" in markup:
+            markup = _CODE.sub(" ", markup)  # ids in code (a config, a log) ping nobody
         users.update(match.group() for match in _scan(_MXID, markup))
     return users
 

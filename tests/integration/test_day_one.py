@@ -212,7 +212,7 @@ async def test_a_room_without_power_does_not_block_the_others_and_is_named(
         spammer = w.members["spammer"].user_id
         _, reply = await command(w, f"!mod ban {spammer} spam")
         assert reply["body"].startswith("✅ Banned"), reply["body"]
-        assert "not in: Protected 2 (I lack the power to ban (needs 50, I have 0))" in reply["body"], reply["body"]
+        assert "not in: Protected 2 (I lack the power for ban (needs 50, I have 0))" in reply["body"], reply["body"]
         assert await w.mod.membership(w.protected[0], spammer) == "ban"
         assert await w.mod.membership(weak, spammer) == "join"
 
@@ -424,5 +424,75 @@ async def test_status_answers_with_many_rooms_all_with_a_problem(synapse: Synaps
         _, listing = await command(w, "!mod rooms")
         assert "… and 60 more" in listing["body"], listing["body"][-300:]
         assert len(json.dumps(listing)) < 64_000
+    finally:
+        await w.close()
+
+
+# -- found by attacking the day-one features from outside -------------------------------------------
+
+
+async def test_a_newcomer_with_a_record_is_not_a_drive_by_spammer(day_one: World) -> None:
+    """A moderator warned a newcomer before their first message: that record makes them known,
+    so a banned phrase then is an ordinary violation, not a permanent ban."""
+    w = day_one
+    newcomer = w.person("warned-first")
+    await newcomer.join(w.protected[0])
+    await command(w, f"!mod warn {newcomer.user_id} please change your display name")
+    await newcomer.say(w.protected[0], "buy cheap crypto")
+    line = await w.mod.wait_for(w.management, body_contains(newcomer.user_id, "spam: banned phrase"))
+    assert "joined only to break the rules" not in line["content"]["body"], line["content"]["body"]
+    assert await w.mod.membership(w.protected[0], newcomer.user_id) == "join"
+
+
+async def test_a_room_admins_reply_does_not_reveal_the_record(synapse: SynapseServer, tmp_path: Path) -> None:
+    """The standing line draws on confidential records: a room admin's reply in their room has
+    none; the management room's audit line is where moderators read it."""
+    w = await World.create(synapse, tmp_path, members=("roomadmin", "bob"))
+    try:
+        admin, bob, room = w.members["roomadmin"], w.members["bob"], w.protected[0]
+        await set_levels(w.mod, room, {admin.user_id: 50})
+        await w.mod.start_watching()
+        await admin.start_watching()
+        await w.start_bot()
+        await command(w, f"!mod note {bob.user_id} confidential: known troll elsewhere")
+        await command(w, f"!mod warn {bob.user_id} first")
+        event_id = await admin.say(room, f"!mod warn {bob.user_id} please calm down")
+        reply = await admin.wait_for_reply(room, event_id)
+        assert reply.startswith("✅ Warned"), reply
+        assert "violation" not in reply, reply
+        assert "troll" not in reply, reply
+    finally:
+        await w.close()
+
+
+async def test_a_long_history_in_any_script_still_answers(day_one: World) -> None:
+    """Twenty-five long notes in Cyrillic (twice their length once encoded): ``!mod history``
+    answers in one event, cut with a note saying so."""
+    w, bob = day_one, day_one.members["bob"]
+    note = "Замечание: " + "очень длинная заметка модератора " * 28
+    for _ in range(25):
+        await command(w, f"!mod note {bob.user_id} {note[:990]}")
+    _, reply = await command(w, f"!mod history {bob.user_id}")
+    assert reply["body"].startswith(f"History of {bob.user_id}: 25 infraction(s)"), reply["body"][:200]
+    assert len(json.dumps(reply).encode()) < 64_000
+
+
+async def test_staff_of_one_room_are_out_of_reach_and_the_refusal_is_posted(
+    synapse: SynapseServer, tmp_path: Path
+) -> None:
+    """A user at the bot's level in one room is community staff: out of reach everywhere. Their
+    spam in another room is not silently ignored: the refusal reaches the management room."""
+    w = await World.create(synapse, tmp_path, rooms=2, members=("bob",), config=SPAM)
+    try:
+        bob = w.members["bob"].user_id
+        await set_levels(w.mod, w.protected[1], {bob: 100})
+        await w.mod.start_watching()
+        await w.start_bot()
+        await w.members["bob"].say(w.protected[0], "buy cheap crypto")
+        line = await w.mod.wait_for(w.management, body_contains("⛔ protection:spam would have applied a warning", bob))
+        assert "not below mine" in line["content"]["body"], line["content"]["body"]
+        _, reply = await command(w, f"!mod ban {bob} 1h spam")
+        assert reply["body"].startswith("⛔ Refused"), reply["body"]
+        assert await w.mod.membership(w.protected[0], bob) == "join"
     finally:
         await w.close()

@@ -110,6 +110,11 @@ class TestParseCommand:
         becomes the reason of a permanent ban."""
         assert "looks like a duration" in usage_error(f"!mod {name} {ALICE} {words}").problem
 
+    @pytest.mark.parametrize("reason", ["spamming for 2 days", "off topic for 1 week please"])
+    def test_a_duration_inside_a_permanent_bans_reason_is_refused(self, reason: str) -> None:
+        """"spamming for 2 days" would have been a permanent ban: refused, with what to do."""
+        assert "write the duration right after the user" in usage_error(f"!mod ban {ALICE} {reason}").problem
+
     def test_redact_default_count(self) -> None:
         """`redact` without a count removes the default number of messages."""
         assert parse_command(f"!mod redact {ALICE}") == Parsed("redact", user=ALICE, count=DEFAULT_REDACT_COUNT)

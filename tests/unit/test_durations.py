@@ -152,6 +152,25 @@ class TestTakeDuration:
         with pytest.raises(DurationError, match="looks like a duration"):
             take_duration(words.split())
 
+    @pytest.mark.parametrize(
+        ("words", "expected"),
+        [
+            ("1 hour 30 minutes spam", (5400, 4)),
+            ("1h 30m 15s", (5415, 3)),
+            ("2 days 3 hours", (183600, 4)),
+            ("2 weeks 3 days", (1468800, 4)),
+        ],
+    )
+    def test_the_whole_duration_is_taken(self, words: str, expected: tuple[int, int]) -> None:
+        """A duration written in several words is read whole, never cut short into the reason."""
+        assert take_duration(words.split()) == expected
+
+    @pytest.mark.parametrize("words", ["７d spam", "٢d spam", "1h 15x spam"])
+    def test_other_digits_and_a_number_after_the_duration_are_refused(self, words: str) -> None:
+        """Full-width or Arabic-Indic digits, and a number right after the duration, are refused."""
+        with pytest.raises(DurationError):
+            take_duration(words.split())
+
     def test_out_of_range_says_why(self) -> None:
         """Too long is reported as too long."""
         with pytest.raises(DurationError, match="10 years"):

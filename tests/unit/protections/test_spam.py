@@ -658,3 +658,19 @@ class TestSettings:
         spam, ctx = Spam(), FakeContext()
         for body in ("hi!", "see https://docs.example/x", "thanks @alice:x", "caf\u00e9 \U0001f44d", "5/5 would buy"):
             assert await spam.check(message(SPAMMER, body), settings, ctx) == []
+
+
+class TestMentionsInCode:
+    @pytest.mark.parametrize(
+        "event",
+        [
+            pytest.param(message(SPAMMER, "my config: `" + " ".join(mxids(12)) + "`"), id="backticks"),
+            pytest.param(
+                html_message("config", "<pre>" + " ".join(mxids(12)) + "</pre>"),
+                id="pre-block",
+            ),
+        ],
+    )
+    async def test_user_ids_in_code_are_not_mentions(self, event: Event) -> None:
+        """Twelve user ids in a code span or block ping nobody: not a mass mention."""
+        assert await rules(event, SpamSettings()) == []
