@@ -15,7 +15,7 @@ import json
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -518,12 +518,7 @@ class Bot:
             "Policy lists: " + "; ".join(self.policies.describe()),
             f"Rooms with a problem: {len(problems)} of {len(rooms)}" + (" (details: !mod rooms)" if problems else ""),
         ]
-        items = [f"{self.store.label(r)} ({r}): missing {', '.join(missing)}" for r, missing in problems.items()]
-        rich = [
-            f"{room_pill(r, self.store.label(r))}: missing {html.escape(', '.join(missing))}"
-            for r, missing in problems.items()
-        ]
-        listing = bullet_list(head[-1], items, limit=20, max_chars=8000, html_items=rich)
+        listing = self._problem_list(head[-1], problems)
         plain = "\n".join([*head[:-1], listing.plain])
         markup = "<br>".join(html.escape(line) for line in head[:-1]) + listing.html
         return Message(plain, markup)
@@ -536,8 +531,16 @@ class Bot:
             head += f"; in {len(problems)} of them I lack a power I need:"
             for room_id, missing in problems.items():
                 log.warning("room_power_missing", room_id=room_id, missing=missing)
+        await self.moderation.post(self._problem_list(head, problems))
+
+    def _problem_list(self, head: str, problems: Mapping[str, Sequence[str]]) -> Message:
+        """``head`` and the rooms with a problem, each with what the bot lacks there (pills in HTML)."""
         items = [f"{self.store.label(r)} ({r}): missing {', '.join(missing)}" for r, missing in problems.items()]
-        await self.moderation.post(bullet_list(head, items, limit=20, max_chars=8000))
+        rich = [
+            f"{room_pill(r, self.store.label(r))}: missing {html.escape(', '.join(missing))}"
+            for r, missing in problems.items()
+        ]
+        return bullet_list(head, items, limit=20, max_chars=8000, html_items=rich)
 
 
 def _system_actor(event: Event) -> Any:

@@ -512,10 +512,11 @@ class Spam(Protection):
         if event.type == "m.room.member":
             return self._check_name(event, settings, m, ctx)
         if event.type in OTHER_TEXT_TYPES:
-            text = normalize(" ".join(_strings(event.content)))
+            raw = " ".join(_strings(event.content))
+            text = normalize(raw)
             rule, severity = _text_rules(event, settings, m, ctx, text, text) if text else (None, "")
-            if rule is None:
-                rule = _banned(m, _spaced(event.content))
+            if rule is None and _INVISIBLE_SPACES.search(raw):
+                rule = _banned(m, _spaced(raw))
                 severity = "major"
             if rule is None:
                 return []
@@ -539,7 +540,7 @@ class Spam(Protection):
         if rule is None and _INVISIBLE_SPACES.search(event.text):
             # Blank letters (braille blank, Hangul fillers) are dropped when matching, since a
             # spammer can put them inside a word; shown as spaces they separate words too.
-            rule = _banned(m, _spaced(event.content))
+            rule = _banned(m, _spaced(" ".join(_strings(event.content))))
             severity = "major" if rule else severity
         if rule is None and new_member:
             if event.msgtype in MEDIA_TYPES:
@@ -714,9 +715,8 @@ def _strings(content: Any, limit: int = MAX_TEXT_CHARS) -> list[str]:
     return found
 
 
-def _spaced(content: Any) -> str:
-    """The content's text with blank letters read as spaces (see :data:`_INVISIBLE_SPACES`)."""
-    text = " ".join(_strings(content))
+def _spaced(text: str) -> str:
+    """``text`` normalised with blank letters read as spaces (see :data:`_INVISIBLE_SPACES`)."""
     return normalize(_INVISIBLE_SPACES.sub(" ", html_text(text) if "<" in text else text))
 
 
