@@ -1,19 +1,23 @@
-"""Moderation actions: the one layer that acts on the homeserver on behalf of anyone.
+"""Moderation actions: the one layer that decides *how* to act on anyone's behalf.
 
 Commands, protections and policy lists all call :class:`Moderation`. Each action:
 
 1. checks :func:`abusebot.safety.refusal` for every room in scope (and refuses as a whole);
-2. records the infraction in the ledger before acting (state ``pending``);
-3. tells the user by direct message, politely (for bans *before* the ban);
-4. acts through the write queue, room by room;
-5. moves the infraction to ``active`` (or ``failed``: never deleted), schedules its lift;
-6. posts the audit line to the management room.
+2. records, in one transaction, the infraction (``pending``), the intents that carry it out
+   (the ban in each room, the user's notice) and the replay claim of its source event;
+3. has the :class:`~abusebot.outbox.Outbox` carry the intents out (for bans, a notice goes
+   first when a DM room exists, so the user hears it from us);
+4. moves the infraction to ``active`` (or ``failed``: never deleted), schedules its lift, and
+   records its management-room line as one more intent, in one transaction.
+
+A crash anywhere in between leaves a ``pending`` infraction with its intents: :meth:`Moderation.resume`
+carries out what was not answered and settles it at the next start, before new events. The
+same request again (a replayed command or violation) finds its record and acts no more.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,9 +27,9 @@ import structlog
 
 from abusebot.audit import Message, action_line, fit, scope_label, user_notice
 from abusebot.config import Config
-from abusebot.ledger import ALL_ROOMS, Infraction, Ledger, now_ms
-from abusebot.matrix import Api, HomeserverUnavailable, MatrixError, Priority
-from abusebot.power import PowerLevels
+from abusebot.ledger import ALL_ROOMS, Infraction, IntentRow, Ledger, NewIntent, Recorded, now_ms
+from abusebot.matrix import Api, HomeserverUnavailable, MatrixError
+from abusebot.outbox import Outbox, Result, intent
 from abusebot.rooms import RoomStore
 from abusebot.safety import ACTION_POWERS, Staff, beyond_reach, cannot_act, refusal
 
@@ -78,6 +82,8 @@ class Actor:
     #: True for a command typed in the management room: its reply is the audit line, so the
     #: action posts no second message there.
     reply_is_audit: bool = False
+    #: The room of the request's event (a command's reply goes there).
+    room_id: str | None = None
 
     @property
     def commander(self) -> str | None:
@@ -88,15 +94,25 @@ class Actor:
 class Moderation:
     """Bans, kicks, mutes, redactions, warnings and notes, recorded and reported."""
 
-    def __init__(self, *, config: Config, ledger: Ledger, api: Api, store: RoomStore, bot_user_id: str) -> None:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        ledger: Ledger,
+        api: Api,
+        store: RoomStore,
+        bot_user_id: str,
+        outbox: Outbox | None = None,
+    ) -> None:
         self.config = config
         self.ledger = ledger
         self.api = api
+        self.outbox = outbox or Outbox(ledger, api)
         self.store = store
         self.bot_user_id = bot_user_id
-        # Per user, so one slow DM-room creation does not queue everyone else's notices.
-        self._dm_locks: dict[str, asyncio.Lock] = {}
         self.wake_scheduler: asyncio.Event = asyncio.Event()
+        #: Infractions being carried out in this process, with their outcome to come.
+        self._settling: dict[int, asyncio.Future[Outcome]] = {}
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -168,7 +184,7 @@ class Moderation:
         return scope_label(key, {key: self.store.label(key)})
 
     def skipped_text(self, skipped: dict[str, str]) -> str:
-        """"not in: Go (I lack the power to ban (needs 50, I have 0))" for the reply."""
+        """ "not in: Go (I lack the power to ban (needs 50, I have 0))" for the reply."""
         return "not in: " + "; ".join(f"{self.store.label(room)} ({why})" for room, why in skipped.items())
 
     async def report(self, actor: Actor, line: Message) -> None:
@@ -176,39 +192,40 @@ class Moderation:
         if not actor.reply_is_audit:
             await self.post(line)
 
+    def post_intent(self, message: Message, key: str | None = None, reply_to: str | None = None) -> NewIntent:
+        """The intent of posting ``message`` to the management room (cut to fit one event)."""
+        return self.send_intent(self.store.management_id, message, key=key, reply_to=reply_to)
+
+    @staticmethod
+    def send_intent(room_id: str, message: Message, key: str | None = None, reply_to: str | None = None) -> NewIntent:
+        """The intent of sending ``message`` to ``room_id`` (as a reply to ``reply_to``)."""
+        content: dict[str, Any] = fit(message).content()
+        if reply_to is not None:
+            content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
+        return intent("send", room_id, key=key, content=content)
+
     async def post(self, message: Message) -> None:
         """Post to the management room; never raises (the ledger already has the record)."""
-        try:
-            await self.api.send(self.store.management_id, fit(message).content())
-        except (MatrixError, HomeserverUnavailable) as err:
-            log.error("management_post_failed", error=str(err))
+        result = await self.outbox.do(self.post_intent(message))
+        if not result.ok:
+            log.error("management_post_failed", error=result.error)
+
+    def dm_intent(self, user_id: str, message: Message, key: str | None = None) -> NewIntent:
+        """The intent of telling ``user_id`` by direct message (the room made once)."""
+        return intent("dm", "", key=key, user=user_id, content=message.content())
 
     async def tell_user(self, user_id: str, message: Message) -> bool:
         """DM the user (creating the DM room once); True when the message was sent."""
         if not self.config.notify_users:
             return False
-        try:
-            async with self._dm_locks.setdefault(user_id, asyncio.Lock()):
-                room_id = await self.dm_room(user_id)
-                if room_id is None:
-                    room_id = await self.api.create_room(
-                        {
-                            "invite": [user_id],
-                            "is_direct": True,
-                            "preset": "trusted_private_chat",
-                            "name": "Moderation notices",
-                        }
-                    )
-                    await self.ledger.set_kv(f"dm_room:{user_id}", room_id)
-            await self.api.send(room_id, message.content())
-            return True
-        except (MatrixError, HomeserverUnavailable) as err:
-            log.warning("dm_failed", user_id=user_id, error=str(err))
-            return False
+        result = await self.outbox.do(self.dm_intent(user_id, message))
+        if not result.ok:
+            log.warning("dm_failed", user_id=user_id, error=result.error)
+        return result.ok
 
     async def dm_room(self, user_id: str) -> str | None:
         """The room the bot DMs ``user_id`` in, if it made one already."""
-        return await self.ledger.get_kv(f"dm_room:{user_id}")
+        return await self.ledger.dm_room(user_id)
 
     def _notice(
         self,
@@ -216,7 +233,7 @@ class Moderation:
         scope: Scope,
         reason: str | None,
         duration_s: int | None,
-        infraction: Infraction | None,
+        infraction_id: int | None,
         next_step: str | None = None,
     ) -> Message:
         return user_notice(
@@ -225,7 +242,7 @@ class Moderation:
             reason=reason,
             duration_s=duration_s,
             rules_url=self.config.rules_url,
-            infraction_id=infraction.id if infraction else None,
+            infraction_id=infraction_id,
             next_step=next_step,
         )
 
@@ -256,9 +273,12 @@ class Moderation:
         duration_s: int | None = None,
         rule: str | None = None,
         level: int | None = None,
-    ) -> Infraction:
-        """Record the infraction as pending, before acting (a crash leaves it visible, never lost)."""
-        return await self.ledger.add_infraction(
+        intents: Callable[[int], Sequence[NewIntent]] | None = None,
+        claim: str | None = None,
+    ) -> Recorded:
+        """Record the infraction as pending with the intents that carry it out, before acting:
+        a crash leaves it to resume, never lost, never done twice."""
+        return await self.ledger.record_infraction(
             subject=subject,
             kind=kind,
             scope=scope.key,
@@ -269,6 +289,9 @@ class Moderation:
             rule=rule,
             level=level,
             source_event=actor.event_id,
+            source_room=actor.room_id,
+            intents=intents,
+            claim=(actor.event_id, claim) if claim and actor.event_id else None,
         )
 
     async def _refuse(self, action: str, subject: str, scope: Scope, actor: Actor, why: str) -> Outcome:
@@ -287,18 +310,16 @@ class Moderation:
             await self.post(Message(text, html.escape(text)))
         return Outcome(False, f"Refused: {why}", refused=True)
 
-    async def _per_room(self, rooms: Sequence[str], operation: Any) -> tuple[list[str], dict[str, str]]:
-        """Run ``operation(room_id)`` in every room concurrently; return (done, {room: error})."""
-        results = await asyncio.gather(*(operation(room) for room in rooms), return_exceptions=True)
+    @staticmethod
+    def _settled(rows: Sequence[IntentRow | NewIntent], results: Sequence[Result]) -> tuple[list[str], dict[str, str]]:
+        """(rooms done, {room: error}) from intents and their results."""
         done: list[str] = []
         failed: dict[str, str] = {}
-        for room, result in zip(rooms, results, strict=True):
-            if isinstance(result, BaseException):
-                if not isinstance(result, MatrixError | HomeserverUnavailable):
-                    log.error("room_action_crashed", room_id=room, error=repr(result))
-                failed[room] = str(result)
+        for row, result in zip(rows, results, strict=True):
+            if result.ok:
+                done.append(row.room_id)
             else:
-                done.append(room)
+                failed[row.room_id] = result.error or "failed"
         return done, failed
 
     async def _finish(
@@ -315,28 +336,18 @@ class Moderation:
         quiet: bool = False,
         skipped: dict[str, str] | None = None,
         why: str | None = None,
+        reply: tuple[str, str] | None = None,
     ) -> Outcome:
-        """Settle the infraction's state from the per-room results, report it, build the reply."""
+        """Settle the infraction's state from the per-room results and record its line as an
+        intent in the same transaction; then post it. ``reply`` (room, event): the line also
+        answers that command (a resumed command's reply, deduplicated by its key)."""
         skipped = skipped or {}
         detail: dict[str, Any] = {"rooms_done": done, "rooms_failed": failed}
         if skipped:
             detail["rooms_skipped"] = skipped
         if dm_sent is not None:
             detail["dm_sent"] = dm_sent
-        if done or not (scope.rooms or skipped):
-            infraction = await self.ledger.update_infraction(
-                infraction.id,
-                state="active",
-                actor=actor.name,
-                undo=undo,
-                schedule_lift=infraction.expires_at is not None,
-                detail=detail,
-            )
-            self.wake_scheduler.set()
-        else:
-            infraction = await self.ledger.update_infraction(
-                infraction.id, state="failed", actor=actor.name, undo=undo, detail=detail
-            )
+        ok = bool(done or not (scope.rooms or skipped))
         extra = []
         if why:
             extra.append(f"why: {why}")
@@ -347,16 +358,35 @@ class Moderation:
         if dm_sent is False:
             extra.append("the user could not be notified")
         line = action_line(
-            verb=verb if infraction.state != "failed" else f"FAILED to {verb.lower()}",
+            verb=verb if ok else f"FAILED to {verb.lower()}",
             actor=actor.name,
             subject=infraction.subject,
             where=self.where(scope),
             reason=infraction.reason,
-            infraction=infraction,
+            infraction=attrs.evolve(infraction, state="active" if ok else "failed"),
             extra=extra,
         )
-        if not quiet:
-            await self.report(actor, line)
+        posts: list[NewIntent] = []
+        if reply is not None:
+            room, event_id = reply
+            posts.append(self.send_intent(room, _marked(ok, line), key=f"reply:{event_id}", reply_to=event_id))
+        if not quiet and not actor.reply_is_audit and (reply is None or reply[0] != self.store.management_id):
+            posts.append(self.post_intent(line))
+        infraction = await self.ledger.update_infraction(
+            infraction.id,
+            state="active" if ok else "failed",
+            actor=actor.name,
+            undo=undo,
+            schedule_lift=ok and infraction.expires_at is not None,
+            detail=detail,
+            intents=posts,
+            claim=(reply[1], "command") if reply is not None else None,
+        )
+        if ok:
+            self.wake_scheduler.set()
+        if posts:
+            await self.outbox.run(await self.ledger.intents_by_key([p.key for p in posts if p.key] or []))
+            await self._run_unkeyed(infraction.id)
         log.info(
             "action",
             action=infraction.kind,
@@ -369,6 +399,144 @@ class Moderation:
             skipped=len(skipped),
         )
         return Outcome(infraction.state != "failed", line.plain, infraction, line=line)
+
+    async def _run_unkeyed(self, infraction_id: int) -> None:
+        """Carry out the infraction's intents still pending (its line, recorded with a fresh key)."""
+        pending = [row for row in await self.ledger.intents_for(infraction_id) if row.state == "pending"]
+        if pending:
+            await self.outbox.run(pending)
+
+    # -- carrying out and resuming ------------------------------------------------------------------
+
+    async def _carry_out(
+        self,
+        rec: Recorded,
+        *,
+        actor: Actor,
+        scope: Scope,
+        dm_first: bool = False,
+        on_enforced: Callable[[], None] | None = None,
+        skipped: dict[str, str] | None = None,
+        why: str | None = None,
+        quiet: bool = False,
+        reply: tuple[str, str] | None = None,
+    ) -> Outcome:
+        """Carry out a recorded infraction's intents and settle it (once, even when a replay
+        asks for the same record while the first run is still going)."""
+        inf = rec.infraction
+        running = self._settling.get(inf.id)
+        if running is not None:
+            return await asyncio.shield(running)
+        if not rec.fresh and inf.state != "pending":
+            return _already(inf)
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._settling[inf.id] = future
+        try:
+            outcome = await self._settle(
+                inf,
+                list(rec.intents),
+                actor=actor,
+                scope=scope,
+                dm_first=dm_first,
+                on_enforced=on_enforced,
+                skipped=skipped,
+                why=why,
+                quiet=quiet,
+                reply=reply,
+            )
+        except BaseException as err:
+            future.set_exception(err)
+            future.exception()  # retrieved: the caller gets it raised below
+            raise
+        finally:
+            self._settling.pop(inf.id, None)
+        future.set_result(outcome)
+        return outcome
+
+    async def _settle(
+        self,
+        inf: Infraction,
+        rows: list[IntentRow],
+        *,
+        actor: Actor,
+        scope: Scope,
+        dm_first: bool,
+        on_enforced: Callable[[], None] | None,
+        skipped: dict[str, str] | None,
+        why: str | None,
+        quiet: bool,
+        reply: tuple[str, str] | None,
+    ) -> Outcome:
+        primary_kind = PRIMARY.get(inf.kind)
+        primary = [r for r in rows if r.kind == primary_kind]
+        dms = [r for r in rows if r.kind == "dm"]
+        dm_task: asyncio.Future[list[Result]] | None = None
+        if dms and dm_first:
+            # Tell them first when a DM room exists (one quick send); a slow DM must not shield
+            # a spammer, so the ban goes out after DM_BEFORE_BAN_TIMEOUT at the latest.
+            dm_task = asyncio.ensure_future(self.outbox.run(dms))
+            await asyncio.wait({dm_task}, timeout=DM_BEFORE_BAN_TIMEOUT)
+        results = await self.outbox.run(primary)
+        if on_enforced is not None:
+            on_enforced()
+        done, failed = self._settled(primary, results)
+        ok = bool(done) or not primary
+        dm_sent: bool | None = None
+        if dm_task is not None:
+            dm_sent = all(result.ok for result in await dm_task)
+        elif dms and ok:
+            dm_sent = all(result.ok for result in await self.outbox.run(dms))
+        elif dms:
+            for row in dms:
+                await self.ledger.finish_intent(row.id, "failed", error="not sent: the sanction did not take")
+        undo: dict[str, Any] | None = None
+        if inf.kind == "mute":
+            undo = {
+                "rooms": {
+                    row.room_id: {"previous": result.value.get("previous"), "muted_level": result.value.get("level")}
+                    for row, result in zip(primary, results, strict=True)
+                    if result.ok
+                }
+            }
+        if done and inf.kind in ("ban", "mute"):
+            await self._supersede(inf.subject, inf.kind, Scope(inf.scope, ()), actor, inf.id)
+        return await self._finish(
+            inf,
+            verb=VERBS[inf.kind],
+            actor=actor,
+            scope=Scope(scope.key, tuple(r.room_id for r in primary)) if primary else Scope(scope.key, ()),
+            done=done,
+            failed=failed,
+            undo=undo,
+            dm_sent=dm_sent,
+            quiet=quiet,
+            skipped=skipped,
+            why=why,
+            reply=reply,
+        )
+
+    async def resume(self) -> int:
+        """At start, before new events: settle every infraction a crash left ``pending`` (carrying
+        out what the homeserver had not answered), then every other pending intent. Returns how
+        many infractions were resumed."""
+        pending = await self.ledger.pending_infractions()
+        for inf in pending:
+            rows = await self.ledger.intents_for(inf.id)
+            actor = Actor(inf.actor, inf.origin, inf.source_event, room_id=inf.source_room)
+            reply = (
+                (inf.source_room, inf.source_event)
+                if inf.origin == "command" and inf.source_room and inf.source_event
+                else None
+            )
+            outcome = await self._carry_out(
+                Recorded(inf, tuple(rows), fresh=True),
+                actor=actor,
+                scope=Scope(inf.scope, tuple(r.room_id for r in rows if r.kind == PRIMARY.get(inf.kind))),
+                reply=reply,
+            )
+            log.info("infraction_resumed", infraction_id=inf.id, kind=inf.kind, subject=inf.subject, ok=outcome.ok)
+        await self.outbox.resume()
+        return len(pending)
 
     async def _nowhere(self, action: str, subject: str, scope: Scope, actor: Actor, skipped: dict[str, str]) -> Outcome:
         """The reply when the bot can act in none of the rooms (recorded as a failure)."""
@@ -432,18 +600,21 @@ class Moderation:
         next_step: str | None = None,
         on_enforced: Callable[[], None] | None = None,
         why: str | None = None,
+        claim: str | None = None,
     ) -> Outcome:
         """A warning: recorded, told to the user, posted."""
         refused = await self._refused("warning", subject, scope, actor)
         if refused:
             return refused
-        infraction = await self._record("warning", subject, reason, actor, scope, rule=rule, level=level)
-        if on_enforced is not None:
-            on_enforced()
-        dm = await self.tell_user(subject, self._notice("warning", scope, reason, None, infraction, next_step))
-        return await self._finish(
-            infraction, verb="Warned", actor=actor, scope=Scope(scope.key, ()), done=[], failed={}, dm_sent=dm, why=why
+
+        def intents(infraction_id: int) -> list[NewIntent]:
+            notice = self._notice("warning", scope, reason, None, infraction_id, next_step)
+            return [self.dm_intent(subject, notice)] if self.config.notify_users else []
+
+        rec = await self._record(
+            "warning", subject, reason, actor, scope, rule=rule, level=level, intents=intents, claim=claim
         )
+        return await self._carry_out(rec, actor=actor, scope=Scope(scope.key, ()), on_enforced=on_enforced, why=why)
 
     # -- bans -------------------------------------------------------------------------------------
 
@@ -462,6 +633,7 @@ class Moderation:
         quiet: bool = False,
         on_enforced: Callable[[], None] | None = None,
         why: str | None = None,
+        claim: str | None = None,
     ) -> Outcome:
         """Ban in every room of ``scope``; temporary when ``duration_s`` is given.
 
@@ -475,36 +647,43 @@ class Moderation:
         scope, skipped = self.reachable(scope, "ban")
         if skipped and not scope.rooms:
             return await self._nowhere("ban", subject, scope, actor, skipped)
-        infraction = await self._record(
-            "ban", subject, reason, actor, scope, duration_s=duration_s, rule=rule, level=level
-        )
+        notify = notify and self.config.notify_users
         # Tell them first when a DM room exists (one quick send). Creating a DM room costs a
         # homeserver several hundred ms, and a spammer must not stay in the room that long; the
         # DM room is not a protected room, so the banned user can still read a notice sent after.
-        notice = self._notice("ban", scope, reason, duration_s, infraction, next_step)
-        dm_sent: bool | None = None
         dm_first = notify and await self.dm_room(subject) is not None
-        if dm_first:
-            with contextlib.suppress(asyncio.TimeoutError):
-                dm_sent = await asyncio.wait_for(self.tell_user(subject, notice), DM_BEFORE_BAN_TIMEOUT)
-        done, failed = await self._per_room(scope.rooms, lambda room: self.api.ban(room, subject, reason))
-        if on_enforced is not None:
-            on_enforced()
-        if notify and not dm_first:
-            dm_sent = await self.tell_user(subject, notice)
-        if done:
-            await self._supersede(subject, "ban", scope, actor, infraction.id)
-        return await self._finish(
-            infraction,
-            verb="Banned",
+
+        def intents(infraction_id: int) -> list[NewIntent]:
+            rows = [
+                intent("ban", room, key=f"ban:{infraction_id}:{room}", user=subject, reason=reason)
+                for room in scope.rooms
+            ]
+            if notify:
+                notice = self._notice("ban", scope, reason, duration_s, infraction_id, next_step)
+                rows.append(self.dm_intent(subject, notice, key=f"dm:{infraction_id}"))
+            return rows
+
+        rec = await self._record(
+            "ban",
+            subject,
+            reason,
+            actor,
+            scope,
+            duration_s=duration_s,
+            rule=rule,
+            level=level,
+            intents=intents,
+            claim=claim,
+        )
+        return await self._carry_out(
+            rec,
             actor=actor,
             scope=scope,
-            done=done,
-            failed=failed,
-            dm_sent=dm_sent,
-            quiet=quiet,
+            dm_first=dm_first,
+            on_enforced=on_enforced,
             skipped=skipped,
             why=why,
+            quiet=quiet,
         )
 
     async def unban(self, subject: str, reason: str, actor: Actor, scope: Scope) -> Outcome:
@@ -517,7 +696,8 @@ class Moderation:
         active = [inf for inf in await self.ledger.active(subject, "ban") if scope.key in (ALL_ROOMS, inf.scope)]
         if not banned and not active:
             return Outcome(False, f"{subject} is not banned in {self.where(scope)}.")
-        done, failed = await self._per_room(banned, lambda room: self.api.unban(room, subject, reason))
+        rows = [intent("unban", room, user=subject, reason=reason) for room in banned]
+        done, failed = self._settled(rows, await self.outbox.do_all(rows))
         for inf in active:
             await self.ledger.update_infraction(
                 inf.id, state="lifted", actor=actor.name, reason=reason, cancel_jobs=True, detail={"rooms_done": done}
@@ -556,18 +736,22 @@ class Moderation:
             if skipped:
                 return await self._nowhere("kick", subject, scope, actor, skipped)
             return Outcome(False, f"{subject} is not in {self.where(scope)}.")
-        infraction = await self._record("kick", subject, reason, actor, scope)
-        dm = await self.tell_user(subject, self._notice("kick", scope, reason, None, infraction))
-        done, failed = await self._per_room(present, lambda room: self.api.kick(room, subject, reason))
-        return await self._finish(
-            infraction,
-            verb="Kicked",
-            actor=actor,
-            scope=Scope(scope.key, tuple(present)),
-            done=done,
-            failed=failed,
-            dm_sent=dm,
-            skipped=skipped,
+        notify = self.config.notify_users
+
+        def intents(infraction_id: int) -> list[NewIntent]:
+            rows = [
+                intent("kick", room, key=f"kick:{infraction_id}:{room}", user=subject, reason=reason)
+                for room in present
+            ]
+            if notify:
+                notice = self._notice("kick", scope, reason, None, infraction_id)
+                rows.append(self.dm_intent(subject, notice, key=f"dm:{infraction_id}"))
+            return rows
+
+        rec = await self._record("kick", subject, reason, actor, scope, intents=intents)
+        # The notice goes first: once kicked, the user still reads the DM room (not a protected one).
+        return await self._carry_out(
+            rec, actor=actor, scope=Scope(scope.key, tuple(present)), dm_first=True, skipped=skipped
         )
 
     # -- mutes ------------------------------------------------------------------------------------
@@ -585,6 +769,7 @@ class Moderation:
         next_step: str | None = None,
         on_enforced: Callable[[], None] | None = None,
         why: str | None = None,
+        claim: str | None = None,
     ) -> Outcome:
         """Set the user's power level below ``events_default`` in each room, remembering the old one."""
         refused = await self._refused("mute", subject, scope, actor)
@@ -593,73 +778,52 @@ class Moderation:
         scope, skipped = self.reachable(scope, "mute")
         if skipped and not scope.rooms:
             return await self._nowhere("mute", subject, scope, actor, skipped)
-        infraction = await self._record(
-            "mute", subject, reason, actor, scope, duration_s=duration_s, rule=rule, level=level
-        )
         # An active mute already holds the level to restore; carry it over instead of the muted one.
         carried: dict[str, Any] = {}
         for inf in await self.ledger.active(subject, "mute"):
             if inf.scope == scope.key:
                 carried.update(inf.undo.get("rooms", {}))
-        undo_rooms: dict[str, Any] = {}
+        notify = self.config.notify_users
 
-        async def mute_in(room_id: str) -> None:
-            content = await self.api.hs.state_event(room_id, "m.room.power_levels") or {}
-            levels = PowerLevels.from_content(content)
-            muted = levels.muted_level()
-            users = dict(content.get("users") or {})
-            previous = carried.get(room_id, {}).get("previous", users.get(subject))
-            if room_id in carried:
-                muted = carried[room_id].get("muted_level", muted)
-            users[subject] = muted
-            await self.api.put_state(
-                room_id, "m.room.power_levels", "", {**content, "users": users}, priority=Priority.MEMBERSHIP
-            )
-            undo_rooms[room_id] = {"previous": previous, "muted_level": muted}
+        def intents(infraction_id: int) -> list[NewIntent]:
+            rows = []
+            for room in scope.rooms:
+                extra: dict[str, Any] = {}
+                entry = carried.get(room)
+                if isinstance(entry, dict):
+                    extra = {"carry_previous": entry.get("previous"), "level": entry.get("muted_level", "muted")}
+                rows.append(
+                    intent(
+                        "power", room, key=f"mute:{infraction_id}:{room}", user=subject, **{"level": "muted", **extra}
+                    )
+                )
+            if notify:
+                notice = self._notice("mute", scope, reason, duration_s, infraction_id, next_step)
+                rows.append(self.dm_intent(subject, notice, key=f"dm:{infraction_id}"))
+            return rows
 
-        done, failed = await self._per_room(scope.rooms, mute_in)
-        if on_enforced is not None:
-            on_enforced()
-        if done:
-            await self._supersede(subject, "mute", scope, actor, infraction.id)
-        dm = (
-            await self.tell_user(subject, self._notice("mute", scope, reason, duration_s, infraction, next_step))
-            if done
-            else None
+        rec = await self._record(
+            "mute",
+            subject,
+            reason,
+            actor,
+            scope,
+            duration_s=duration_s,
+            rule=rule,
+            level=level,
+            intents=intents,
+            claim=claim,
         )
-        return await self._finish(
-            infraction,
-            verb="Muted",
-            actor=actor,
-            scope=scope,
-            done=done,
-            failed=failed,
-            undo={"rooms": undo_rooms},
-            dm_sent=dm,
-            skipped=skipped,
-            why=why,
-        )
+        return await self._carry_out(rec, actor=actor, scope=scope, on_enforced=on_enforced, skipped=skipped, why=why)
 
     async def _restore_levels(self, subject: str, undo: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
         """Put back the power levels a mute replaced, where nobody changed them since."""
-        rooms = dict(undo.get("rooms", {}))
-
-        async def restore(room_id: str) -> None:
-            content = await self.api.hs.state_event(room_id, "m.room.power_levels") or {}
-            users = dict(content.get("users") or {})
-            entry = rooms[room_id]
-            if users.get(subject) != entry.get("muted_level"):
-                return  # changed by someone since: theirs is the newer decision
-            previous = entry.get("previous")
-            if previous is None:
-                users.pop(subject, None)
-            else:
-                users[subject] = previous
-            await self.api.put_state(
-                room_id, "m.room.power_levels", "", {**content, "users": users}, priority=Priority.MEMBERSHIP
-            )
-
-        return await self._per_room(list(rooms), restore)
+        rows = [
+            intent("power", room_id, user=subject, level=entry.get("previous"), only_if=entry.get("muted_level"))
+            for room_id, entry in dict(undo.get("rooms", {})).items()
+            if isinstance(entry, dict)
+        ]
+        return self._settled(rows, await self.outbox.do_all(rows))
 
     async def unmute(self, subject: str, reason: str, actor: Actor, scope: Scope) -> Outcome:
         """Restore the levels of the subject's active mutes in ``scope``."""
@@ -728,8 +892,11 @@ class Moderation:
 
         async def redact_in(room_id: str) -> int:
             events = await self.recent_events(room_id, subject, count)
-            await asyncio.gather(*(self.api.redact(room_id, event_id, reason) for event_id in events))
-            return len(events)
+            results = await self.outbox.do_all([redact_intent(room_id, event_id, reason) for event_id in events])
+            errors = [r.error for r in results if not r.ok]
+            if errors and len(errors) == len(results):
+                raise MatrixError(500, {"error": errors[0] or "redaction failed"})
+            return len(results) - len(errors)
 
         results = await asyncio.gather(*(redact_in(room) for room in scope.rooms), return_exceptions=True)
         total = sum(r for r in results if isinstance(r, int))
@@ -786,6 +953,8 @@ class Moderation:
 
     # -- pardon and expiry ------------------------------------------------------------------------
 
+    # -- pardon and expiry ------------------------------------------------------------------------
+
     async def pardon(self, infraction_id: int, reason: str, actor: Actor) -> Outcome:
         """Revoke an infraction: lift what is still in force; the record stays, marked pardoned."""
         inf = await self.ledger.get_infraction(infraction_id)
@@ -831,7 +1000,8 @@ class Moderation:
             return await self._restore_levels(inf.subject, dict(inf.undo))
         if inf.kind == "ban":
             rooms = [r for r in self.rooms_of(inf) if await self._membership(r, inf.subject) == "ban"]
-            return await self._per_room(rooms, lambda room: self.api.unban(room, inf.subject, f"#{inf.id} expired"))
+            rows = [intent("unban", room, user=inf.subject, reason=f"#{inf.id} expired") for room in rooms]
+            return self._settled(rows, await self.outbox.do_all(rows))
         return [], {}
 
     async def expire(self, inf: Infraction) -> bool:
@@ -839,13 +1009,6 @@ class Moderation:
         done, failed = await self.undo(inf)
         if failed:
             return False
-        await self.ledger.update_infraction(
-            inf.id,
-            state="expired",
-            actor=self.bot_user_id,
-            reason="the sanction's time is over",
-            detail={"rooms_done": done},
-        )
         verb = "Unbanned" if inf.kind == "ban" else "Unmuted"
         line = action_line(
             verb=verb,
@@ -854,11 +1017,20 @@ class Moderation:
             where=self.where(Scope(inf.scope, ())),
             reason=f"temporary {inf.kind} #{inf.id} expired",
         )
-        await self.post(line)
         kind = "unban" if inf.kind == "ban" else "unmute"
-        await self.tell_user(
-            inf.subject, self._notice(kind, Scope(inf.scope, ()), "the sanction's time is over", None, None)
+        posts = [self.post_intent(line, key=f"expired:{inf.id}")]
+        if self.config.notify_users:
+            notice = self._notice(kind, Scope(inf.scope, ()), "the sanction's time is over", None, None)
+            posts.append(self.dm_intent(inf.subject, notice, key=f"dm-expired:{inf.id}"))
+        await self.ledger.update_infraction(
+            inf.id,
+            state="expired",
+            actor=self.bot_user_id,
+            reason="the sanction's time is over",
+            detail={"rooms_done": done},
+            intents=posts,
         )
+        await self._run_unkeyed(inf.id)
         return True
 
     async def _membership(self, room_id: str, user_id: str) -> str | None:
@@ -875,3 +1047,27 @@ class Moderation:
         if actor.event_id is None:
             return True
         return await self.ledger.mark_processed(actor.event_id, action)
+
+
+#: The intent kind that carries out each kind of infraction in a room.
+PRIMARY = {"ban": "ban", "mute": "power", "kick": "kick"}
+VERBS = {"ban": "Banned", "mute": "Muted", "kick": "Kicked", "warning": "Warned", "note": "Noted"}
+
+
+def redact_intent(room_id: str, event_id: str, reason: str, priority: int | None = None) -> NewIntent:
+    """The intent of redacting one event: one per event, so a second redaction of it (a replay,
+    two protections, a moderator's sweep) is the first one."""
+    return intent(
+        "redact", room_id, key=f"redact:{room_id}:{event_id}", priority=priority, event_id=event_id, reason=reason
+    )
+
+
+def _marked(ok: bool, line: Message) -> Message:
+    mark = "✅" if ok else "⚠️"
+    return Message(f"{mark} {line.plain}", f"{mark} {line.html}")
+
+
+def _already(inf: Infraction) -> Outcome:
+    """The outcome of a request recorded before (a replay): what happened then, acted no more."""
+    text = f"Already handled: infraction #{inf.id} ({inf.kind} of {inf.subject}, {inf.state})."
+    return Outcome(inf.state not in ("failed",), text, inf, line=Message(text, html.escape(text)))

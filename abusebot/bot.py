@@ -26,13 +26,14 @@ from abusebot.audit import Message, bullet_list, room_pill
 from abusebot.commands import CommandHandler
 from abusebot.config import Config
 from abusebot.events import Event, parse_event
-from abusebot.files import prepare_data_dir
+from abusebot.files import Session, load_session, prepare_data_dir, save_session, take_session_from_ledger
 from abusebot.ledger import Ledger
 from abusebot.matrix import Api, Homeserver, HomeserverUnavailable, MatrixError, WriteQueue
+from abusebot.outbox import Outbox
 from abusebot.pipeline import Pipeline
 from abusebot.rooms import RoomStore
 from abusebot.safety import room_problems
-from abusebot.scheduler import ExpiryScheduler
+from abusebot.scheduler import Scheduler
 from policies.lists import PolicyManager
 
 log = structlog.get_logger("abusebot.bot")
@@ -84,7 +85,8 @@ class Bot:
         self.api: Api
         self.moderation: Moderation
         self.commands: CommandHandler
-        self.scheduler: ExpiryScheduler
+        self.scheduler: Scheduler
+        self.outbox: Outbox
         self.pipeline: Pipeline
         self.policies: PolicyManager
 
@@ -103,8 +105,14 @@ class Bot:
         await self._login()
         self.queue = WriteQueue(self.hs)
         self.api = Api(self.hs, self.queue)
+        self.outbox = Outbox(self.ledger, self.api)
         self.moderation = Moderation(
-            config=cfg, ledger=self.ledger, api=self.api, store=self.store, bot_user_id=self.hs.user_id
+            config=cfg,
+            ledger=self.ledger,
+            api=self.api,
+            store=self.store,
+            bot_user_id=self.hs.user_id,
+            outbox=self.outbox,
         )
         self.pipeline = Pipeline(cfg, self.store, self.moderation, self.ledger)
         await self.pipeline.load()
@@ -121,10 +129,15 @@ class Bot:
             pipeline=self.pipeline,
             policies=self.policies,
         )
-        self.scheduler = ExpiryScheduler(self.ledger, self.moderation, alert_after=cfg.expiry_alert_after)
+        self.scheduler = Scheduler(self.ledger, self.moderation, alert_after=cfg.expiry_alert_after)
+        self.scheduler.register("unlock", self.pipeline.executor.unlock_job, "restoring a room's join rule")
         await self._join_rooms()
-        # After the management room is known: a restore that comes due at once posts there.
+        # After the management room is known (a resumed line posts there), before any new event:
+        # what a crash left half done is finished first.
         await self.pipeline.executor.resume_locks()
+        resumed = await self.moderation.resume()
+        if resumed:
+            log.warning("resumed_after_crash", infractions=resumed)
         await self.policies.load()
         if await self.ledger.get_kv("sync_token") is None:
             await self._first_sync()
@@ -192,9 +205,9 @@ class Bot:
 
     async def _login(self) -> None:
         cfg = self.config
-        stored_token = await self.ledger.get_kv("access_token")
-        device_id = await self.ledger.get_kv("device_id")
-        token = cfg.access_token or stored_token
+        stored = load_session(cfg.data_dir) or await take_session_from_ledger(self.ledger, cfg.data_dir, cfg.user_id)
+        device_id = stored.device_id if stored is not None else None
+        token = cfg.access_token or (stored.access_token if stored is not None else None)
         if token:
             self.hs.restore(token, device_id)
             try:
@@ -210,6 +223,7 @@ class Bot:
                 # A stored session of another account (data_dir reused): log in afresh.
                 log.warning("stored_token_of_another_user", owner=owner, user_id=cfg.user_id)
                 self.hs.user_id = cfg.user_id
+                device_id = None
                 if not cfg.password:
                     raise StartupError(f"the stored session belongs to {owner}, not {cfg.user_id}")
         if not cfg.password:
@@ -218,8 +232,7 @@ class Bot:
             await self.hs.login_password(cfg.password, device_id)
         except MatrixError as err:
             raise StartupError(f"login failed: {err.error or err}") from err
-        await self.ledger.set_kv("access_token", self.hs.access_token)
-        await self.ledger.set_kv("device_id", self.hs.device_id)
+        save_session(cfg.data_dir, Session(self.hs.user_id, self.hs.device_id, self.hs.access_token))
         log.info("logged_in", user_id=self.hs.user_id, device_id=self.hs.device_id)
 
     async def _join(self, room: str) -> str:
@@ -235,8 +248,8 @@ class Bot:
             self.store.management_id = await self._join(management)
         except MatrixError as err:
             raise StartupError(f"cannot join the management room {management}: {err}") from err
-        extra: list[str] = await self.ledger.get_json("extra_protected_rooms", [])
-        replaced: dict[str, str] = await self.ledger.get_json("replaced_rooms", {})
+        extra = await self.ledger.added_rooms()
+        replaced = await self.ledger.room_upgrades()
         wanted = [*cfg.protected_rooms, *extra]
         for number, room in enumerate(wanted, 1):
             try:
@@ -291,7 +304,7 @@ class Bot:
             except MatrixError as err:
                 wait = err.retry_after() if err.rate_limited else None
                 if err.status == 401 and self.config.password:
-                    await self.ledger.set_kv("access_token", "")
+                    save_session(self.config.data_dir, None)
                     await self._with_retry("relogin", self._login)
                     continue
                 wait = wait if wait is not None else backoff
@@ -462,19 +475,14 @@ class Bot:
             text = f"⚠️ {self.store.label(old)} was upgraded to {replacement}, but I could not join it: {err}"
             await self.moderation.post(Message(text, html.escape(text)))
             return
-        replaced: dict[str, str] = await self.ledger.get_json("replaced_rooms", {})
-        replaced[old] = replacement
-        await self.ledger.set_json("replaced_rooms", replaced)
-        if old == self.store.management_id:
+        management = old == self.store.management_id
+        await self.ledger.record_upgrade(old, replacement, protect=not management)
+        if management:
             self.store.management_id = replacement
             await self.ledger.set_kv("management_room_override", replacement)
         else:
             self.store.unprotect(old)
             self.store.protect(replacement)
-            extra: list[str] = await self.ledger.get_json("extra_protected_rooms", [])
-            if replacement not in extra:
-                extra.append(replacement)
-            await self.ledger.set_json("extra_protected_rooms", extra)
         await self.ledger.audit(
             actor=event.sender,
             action="follow_upgrade",

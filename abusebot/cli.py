@@ -35,7 +35,7 @@ async def _check(config: Config) -> int:
     session), and every room: resolves, joined or invited, powers, encryption."""
     import sqlite3
 
-    from abusebot.files import DataDirError, check_data_dir, prepare_data_dir
+    from abusebot.files import DataDirError, Session, check_data_dir, prepare_data_dir, save_session
     from abusebot.ledger import Ledger, LedgerError
     from abusebot.matrix import Homeserver, HomeserverUnavailable, MatrixError
 
@@ -70,14 +70,11 @@ async def _check(config: Config) -> int:
         if hs.user_id != config.user_id:
             print(f"abusebot: logged in as {hs.user_id}, but user_id says {config.user_id}", file=sys.stderr)
             return EXIT_CONFIG
-        if how == "password" and ledger is None:
+        if how == "password":
             # Keep the session, so the next check and the bot itself reuse it instead of logging
             # in again (a few logins a minute hit the homeserver's login rate limit).
             prepare_data_dir(config.data_dir)
-            ledger = await Ledger.open(config.ledger_path)
-        if how == "password" and ledger is not None:
-            await ledger.set_kv("access_token", hs.access_token)
-            await ledger.set_kv("device_id", hs.device_id)
+            save_session(config.data_dir, Session(hs.user_id, hs.device_id, hs.access_token))
         print(f"logged in as {hs.user_id} ({how})")
         problems, fatal = await _check_rooms(config, hs)
         if fatal:
@@ -106,15 +103,18 @@ def _why(err: Exception) -> str:
 
 async def _log_in(config: Config, hs: Any, ledger: Any) -> str:
     """Log in as the bot will: the configured token, else the stored session, else the password."""
+    from abusebot.files import load_session, take_session_from_ledger
     from abusebot.matrix import MatrixError
 
     if config.access_token:
         hs.restore(config.access_token, None)
         hs.user_id = await hs.whoami()
         return "access token from the config"
-    stored = await ledger.get_kv("access_token") if ledger is not None else None
-    if stored:
-        hs.restore(stored, await ledger.get_kv("device_id"))
+    session = load_session(config.data_dir)
+    if session is None and ledger is not None:
+        session = await take_session_from_ledger(ledger, config.data_dir, config.user_id)
+    if session is not None:
+        hs.restore(session.access_token, session.device_id)
         try:
             owner = await hs.whoami()
         except MatrixError as err:
@@ -126,8 +126,7 @@ async def _log_in(config: Config, hs: Any, ledger: Any) -> str:
                 return "the bot's stored session"
         hs.user_id = config.user_id
     assert config.password is not None
-    device = await ledger.get_kv("device_id") if ledger is not None else None
-    await hs.login_password(config.password, device or None)
+    await hs.login_password(config.password, session.device_id if session is not None else None)
     return "password"
 
 

@@ -13,7 +13,6 @@ import re
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
 from html.parser import HTMLParser
-from typing import Any
 from urllib.parse import unquote
 
 import attrs
@@ -21,7 +20,7 @@ import structlog
 import yaml
 
 from abusebot.actions import Actor, Moderation, Outcome, Scope
-from abusebot.audit import Message, bullet_list, fit, history_message, room_pill, standing_line
+from abusebot.audit import Message, bullet_list, history_message, room_pill, standing_line
 from abusebot.config import ConfigError
 from abusebot.durations import EXAMPLES, DurationError, mentions_a_duration, take_duration
 from abusebot.events import Event
@@ -457,9 +456,16 @@ class CommandHandler:
             log.info("command_ignored", sender=event.sender, room_id=event.room_id, event_id=event.event_id)
             return False
         actor = Actor(
-            auth.sender, "command", event.event_id, bounded=not auth.management, reply_is_audit=auth.management
+            auth.sender,
+            "command",
+            event.event_id,
+            bounded=not auth.management,
+            reply_is_audit=auth.management,
+            room_id=event.room_id,
         )
-        if not await self.moderation.mark_source(actor, "command"):
+        # Claimed once answered (with the reply, or with the infraction a crash left to resume):
+        # a command replayed before that runs again, and its actions find their own records.
+        if await self.moderation.ledger.is_processed(event.event_id, "command"):
             log.info("command_replayed", event_id=event.event_id)
             return True
         try:
@@ -484,13 +490,13 @@ class CommandHandler:
         return True
 
     async def reply(self, event: Event, message: Message) -> None:
-        """Reply to the command event (as a rich reply), cut to fit one event."""
-        content: dict[str, Any] = fit(message).content()
-        content["m.relates_to"] = {"m.in_reply_to": {"event_id": event.event_id}}
-        try:
-            await self.moderation.api.send(event.room_id, content)
-        except (MatrixError, HomeserverUnavailable) as err:
-            log.error("reply_failed", event_id=event.event_id, error=str(err))
+        """Reply to the command event (as a rich reply), cut to fit one event; one reply per
+        command, however often it is replayed, and the command claimed with it."""
+        m = self.moderation
+        reply = m.send_intent(event.room_id, message, key=f"reply:{event.event_id}", reply_to=event.event_id)
+        result = await m.outbox.do(reply, claim=(event.event_id, "command"))
+        if not result.ok:
+            log.error("reply_failed", event_id=event.event_id, error=result.error)
 
     async def _scope(self, parsed: Parsed, auth: Authorized) -> Scope:
         if parsed.room is None:

@@ -1,7 +1,7 @@
 """The bot's files on disk: a private ``data_dir``, and warnings about secrets others can read.
 
-The ledger holds the bot's access token (and the community's confidential records), so anyone
-who can read it can become the bot. ``data_dir`` is therefore created 0700 and every file the
+The session file holds the bot's access token (anyone who can read it can become the bot) and
+the ledger the community's confidential records. ``data_dir`` is therefore created 0700 and every file the
 bot writes there 0600 (SQLite gives its WAL and SHM files the database file's mode); at start
 whatever is looser is tightened, and said once. A bad directory (a file in the way, a parent
 that cannot hold it, a read-only disk) is one :class:`DataDirError` line, never a traceback.
@@ -10,10 +10,14 @@ that cannot hold it, a read-only disk) is one :class:`DataDirError` line, never 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import stat
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+import attrs
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -122,3 +126,64 @@ def readable_by_others(path: Path) -> str | None:
     except OSError:
         return None
     return f"{mode:o}" if mode & 0o044 else None
+
+
+#: The bot's session (access token, device id) lives in this file of ``data_dir``, mode 0600:
+#: not in the ledger, which moderators may copy or query for the record.
+SESSION_FILE = "session.json"
+
+
+@attrs.frozen
+class Session:
+    """A login to reuse: whose it is, its device and its access token."""
+
+    user_id: str
+    device_id: str
+    access_token: str
+
+
+def load_session(data_dir: Path) -> Session | None:
+    """The stored session, or ``None`` (none yet, unreadable, or not a session)."""
+    try:
+        data = json.loads((data_dir / SESSION_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    user_id, device_id, token = (data.get(name) for name in ("user_id", "device_id", "access_token"))
+    if not (isinstance(user_id, str) and isinstance(device_id, str) and isinstance(token, str) and token):
+        return None
+    return Session(user_id, device_id, token)
+
+
+def save_session(data_dir: Path, session: Session | None) -> None:
+    """Store (or, with ``None``, forget) the session: written 0600 to a temporary file, synced,
+    then renamed over the old one, so a crash leaves the old session or the new, never half."""
+    path = data_dir / SESSION_FILE
+    if session is None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    temporary = path.with_suffix(".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        temporary.unlink()
+    fd = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(attrs.asdict(session), handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+async def take_session_from_ledger(ledger: Any, data_dir: Path, user_id: str) -> Session | None:
+    """Move a session an older abusebot kept in the ledger's ``kv`` to the session file."""
+    token = await ledger.get_kv("access_token")
+    device = await ledger.get_kv("device_id") or ""
+    if token is None and not await ledger.get_kv("device_id"):
+        return None
+    session = Session(user_id, device, token) if token else None
+    if session is not None and load_session(data_dir) is None:
+        save_session(data_dir, session)
+    await ledger.delete_kv("access_token")
+    await ledger.delete_kv("device_id")
+    return session

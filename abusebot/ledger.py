@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +156,116 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT OR IGNORE INTO known_members (user_id, first_seen_at)
         SELECT subject, MIN(created_at) FROM infractions GROUP BY subject;
     """,
+    # 4: one durable write path (the outbox), one jobs table for every timed thing, and typed
+    # tables for what lived in ``kv`` as JSON blobs (a blob's read-modify-write could lose an
+    # update; a row cannot).
+    """
+    ALTER TABLE infractions ADD COLUMN source_room TEXT;
+
+    CREATE TABLE outbox (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        key            TEXT NOT NULL UNIQUE,
+        infraction_id  INTEGER REFERENCES infractions (id),
+        kind           TEXT NOT NULL,
+        room_id        TEXT NOT NULL DEFAULT '',
+        payload        TEXT NOT NULL DEFAULT '{}',
+        priority       INTEGER NOT NULL,
+        state          TEXT NOT NULL CHECK (state IN ('pending','done','failed')),
+        attempts       INTEGER NOT NULL DEFAULT 0,
+        result         TEXT NOT NULL DEFAULT '{}',
+        error          TEXT,
+        created_at     INTEGER NOT NULL,
+        updated_at     INTEGER NOT NULL
+    );
+    CREATE INDEX outbox_pending ON outbox (state, priority, id);
+    CREATE INDEX outbox_by_infraction ON outbox (infraction_id);
+
+    CREATE TABLE jobs_v4 (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind             TEXT NOT NULL,
+        key              TEXT NOT NULL,
+        infraction_id    INTEGER REFERENCES infractions (id),
+        payload          TEXT NOT NULL DEFAULT '{}',
+        due_at           INTEGER NOT NULL,
+        next_attempt_at  INTEGER NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        state            TEXT NOT NULL CHECK (state IN ('pending','done','cancelled')),
+        last_error       TEXT,
+        alerted          INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO jobs_v4 (id, kind, key, infraction_id, due_at, next_attempt_at, attempts, state, last_error, alerted)
+        SELECT id, kind, CAST(infraction_id AS TEXT), infraction_id, due_at, next_attempt_at, attempts, state,
+               last_error, alerted FROM jobs;
+    DROP TABLE jobs;
+    ALTER TABLE jobs_v4 RENAME TO jobs;
+    CREATE UNIQUE INDEX jobs_one_live ON jobs (kind, key) WHERE state = 'pending';
+    CREATE INDEX jobs_by_time ON jobs (state, next_attempt_at);
+    INSERT OR IGNORE INTO jobs (kind, key, due_at, next_attempt_at, state)
+        SELECT 'unlock', room_id, until, until, 'pending' FROM room_locks;
+
+    CREATE TABLE dm_rooms (
+        user_id     TEXT PRIMARY KEY,
+        room_id     TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO dm_rooms (user_id, room_id, created_at)
+        SELECT substr(key, 9), value, CAST(strftime('%s', 'now') AS INTEGER) * 1000
+        FROM kv WHERE key LIKE 'dm_room:%';
+
+    CREATE TABLE protection_settings (
+        name      TEXT PRIMARY KEY,
+        enabled   INTEGER,
+        mode      TEXT,
+        settings  TEXT NOT NULL DEFAULT '{}'
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO protection_settings (name, enabled, mode, settings)
+        SELECT p.key, json_extract(p.value, '$.enabled'), json_extract(p.value, '$.mode'),
+               COALESCE(json_extract(p.value, '$.settings'), '{}')
+        FROM kv, json_each(kv.value) AS p
+        WHERE kv.key = 'protection_overrides' AND json_valid(kv.value);
+
+    CREATE TABLE added_rooms (
+        room_id   TEXT PRIMARY KEY,
+        source    TEXT NOT NULL,
+        added_at  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO added_rooms (room_id, source, added_at)
+        SELECT r.value, 'upgrade', CAST(strftime('%s', 'now') AS INTEGER) * 1000
+        FROM kv, json_each(kv.value) AS r
+        WHERE kv.key = 'extra_protected_rooms' AND json_valid(kv.value);
+
+    CREATE TABLE room_upgrades (
+        old_room  TEXT PRIMARY KEY,
+        new_room  TEXT NOT NULL,
+        at        INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO room_upgrades (old_room, new_room, at)
+        SELECT r.key, r.value, CAST(strftime('%s', 'now') AS INTEGER) * 1000
+        FROM kv, json_each(kv.value) AS r
+        WHERE kv.key = 'replaced_rooms' AND json_valid(kv.value);
+
+    CREATE TABLE probation (
+        user_id   TEXT PRIMARY KEY,
+        until     INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO probation (user_id, until)
+        SELECT p.key, CAST(p.value * 1000 AS INTEGER)
+        FROM kv, json_each(kv.value) AS p
+        WHERE kv.key = 'probation' AND json_valid(kv.value);
+
+    CREATE TABLE watched_lists (
+        room_id   TEXT PRIMARY KEY,
+        options   TEXT NOT NULL DEFAULT '{}'
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO watched_lists (room_id, options)
+        SELECT w.key, CASE WHEN w.type = 'null' THEN 'null' ELSE w.value END
+        FROM kv, json_each(kv.value) AS w
+        WHERE kv.key = 'watched_lists' AND json_valid(kv.value);
+
+    DELETE FROM kv WHERE key IN ('protection_overrides', 'extra_protected_rooms', 'replaced_rooms', 'probation',
+                                 'watched_lists')
+        OR key LIKE 'dm_room:%';
+    """,
 )
 
 
@@ -182,6 +292,8 @@ class Infraction:
     level: int | None
     source_event: str | None
     updated_at: int
+    #: The room of the event that asked for it (a command's room: where its reply goes).
+    source_room: str | None = None
 
     @property
     def permanent(self) -> bool:
@@ -201,19 +313,79 @@ class RoomLock:
 
 @attrs.frozen
 class Job:
-    """A scheduled lift of a temporary sanction."""
+    """One timed thing: a sanction's lift, a room's unlock, and what features add (a vote
+    closing, a probation ending). ``key`` names its object; one live job per (kind, key)."""
 
     id: int
-    infraction_id: int
+    infraction_id: int | None
     due_at: int
     next_attempt_at: int
     attempts: int
     alerted: bool
+    kind: str = "lift"
+    key: str = ""
+    payload: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+#: Outbox states: recorded and not yet answered, answered, given up.
+INTENT_STATES = ("pending", "done", "failed")
+
+
+@attrs.frozen
+class NewIntent:
+    """An intent to record: what to do on the homeserver, where, how urgently.
+
+    ``key`` makes it idempotent: a second intent with the same key is the first one (a replayed
+    event, two protections flagging one message). ``None`` gives a fresh key.
+    """
+
+    kind: str
+    room_id: str
+    payload: Mapping[str, Any]
+    priority: int
+    key: str | None = None
+
+
+@attrs.frozen
+class IntentRow:
+    """One row of the outbox."""
+
+    id: int
+    key: str
+    infraction_id: int | None
+    kind: str
+    room_id: str
+    payload: Mapping[str, Any]
+    priority: int
+    state: str
+    attempts: int
+    result: Mapping[str, Any]
+    error: str | None
+
+
+@attrs.frozen
+class Recorded:
+    """An infraction recorded with its intents; ``fresh`` is False when the same request (same
+    source event, kind and subject) had been recorded before, and this is that record."""
+
+    infraction: Infraction
+    intents: tuple[IntentRow, ...]
+    fresh: bool
+
+
+_INTENT_COLUMNS = "id, key, infraction_id, kind, room_id, payload, priority, state, attempts, result, error"
+
+
+def _intent(row: Iterable[Any]) -> IntentRow:
+    v = list(row)
+    return IntentRow(
+        v[0], v[1], v[2], v[3], v[4], json.loads(v[5] or "{}"), v[6], v[7], v[8], json.loads(v[9] or "{}"), v[10]
+    )
 
 
 _INFRACTION_COLUMNS = (
     "id, subject, kind, scope, reason, rule, actor, origin, created_at, expires_at, state, undo, "
-    "level, source_event, updated_at"
+    "level, source_event, updated_at, source_room"
 )
 
 
@@ -316,6 +488,11 @@ class Ledger:
         async with self.transaction() as db:
             await _put_kv(db, key, value)
 
+    async def delete_kv(self, key: str) -> None:
+        """Forget a stored value."""
+        async with self.transaction() as db:
+            await db.execute("DELETE FROM kv WHERE key = ?", (key,))
+
     async def get_json(self, key: str, default: Any) -> Any:
         """A stored JSON value, or ``default``."""
         value = await self.get_kv(key)
@@ -354,7 +531,12 @@ class Ledger:
 
     # -- infractions ----------------------------------------------------------------------------
 
-    async def add_infraction(
+    async def add_infraction(self, **fields: Any) -> Infraction:
+        """Record a new infraction and its ``requested`` audit row in one transaction (see
+        :meth:`record_infraction` for the arguments)."""
+        return (await self.record_infraction(**fields)).infraction
+
+    async def record_infraction(
         self,
         *,
         subject: str,
@@ -368,51 +550,77 @@ class Ledger:
         rule: str | None = None,
         level: int | None = None,
         source_event: str | None = None,
+        source_room: str | None = None,
         undo: Mapping[str, Any] | None = None,
         detail: Mapping[str, Any] | None = None,
-    ) -> Infraction:
-        """Record a new infraction and its ``requested`` audit row in one transaction."""
+        intents: Callable[[int], Sequence[NewIntent]] | None = None,
+        claim: tuple[str, str] | None = None,
+    ) -> Recorded:
+        """Record an infraction, its audit row, the intents that carry it out (``intents(id)``)
+        and the replay claim, all in one transaction: after a crash either all of it is there
+        (and the start-up resumes the intents) or none of it (and the replayed event acts anew).
+
+        The same request twice (one source event, kind and subject) is recorded once: the second
+        call returns the first record with ``fresh=False``.
+        """
         if kind not in KINDS:
             raise LedgerError(f"unknown infraction kind {kind!r}")
         at = now_ms()
         async with self.transaction() as db:
-            cur = await db.execute(
-                "INSERT INTO infractions (subject, kind, scope, reason, rule, actor, origin, created_at,"
-                " expires_at, state, undo, level, source_event, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    subject,
-                    kind,
-                    scope,
-                    reason,
-                    rule,
-                    actor,
-                    origin,
-                    at,
-                    expires_at,
-                    state,
-                    json.dumps(dict(undo or {})),
-                    level,
-                    source_event,
-                    at,
-                ),
-            )
-            infraction_id = cur.lastrowid
-            await _insert_audit(
-                db,
-                actor=actor,
-                action=kind,
-                subject=subject,
-                room=scope,
-                infraction_id=infraction_id,
-                outcome="requested" if state == "pending" else "done",
-                reason=reason,
-                detail=dict(detail or {}, expires_at=expires_at, level=level),
-                event_id=source_event,
-            )
-        infraction = await self.get_infraction(int(infraction_id or 0))
+            if source_event is not None:
+                async with db.execute(
+                    "SELECT id FROM infractions WHERE source_event = ? AND kind = ? AND subject = ?",
+                    (source_event, kind, subject),
+                ) as cur:
+                    existing = await cur.fetchone()
+                if existing is not None:
+                    infraction_id, fresh = int(existing[0]), False
+                    if claim is not None:
+                        await _claim(db, *claim)
+            if source_event is None or existing is None:
+                fresh = True
+                cur = await db.execute(
+                    "INSERT INTO infractions (subject, kind, scope, reason, rule, actor, origin, created_at,"
+                    " expires_at, state, undo, level, source_event, updated_at, source_room)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        subject,
+                        kind,
+                        scope,
+                        reason,
+                        rule,
+                        actor,
+                        origin,
+                        at,
+                        expires_at,
+                        state,
+                        json.dumps(dict(undo or {})),
+                        level,
+                        source_event,
+                        at,
+                        source_room,
+                    ),
+                )
+                infraction_id = int(cur.lastrowid or 0)
+                await _insert_audit(
+                    db,
+                    actor=actor,
+                    action=kind,
+                    subject=subject,
+                    room=scope,
+                    infraction_id=infraction_id,
+                    outcome="requested" if state == "pending" else "done",
+                    reason=reason,
+                    detail=dict(detail or {}, expires_at=expires_at, level=level),
+                    event_id=source_event,
+                )
+                if intents is not None:
+                    await _insert_intents(db, intents(infraction_id), infraction_id)
+                if claim is not None:
+                    await _claim(db, *claim)
+        infraction = await self.get_infraction(infraction_id)
         assert infraction is not None
-        return infraction
+        return Recorded(infraction, tuple(await self.intents_for(infraction_id)), fresh)
 
     async def update_infraction(
         self,
@@ -426,8 +634,11 @@ class Ledger:
         schedule_lift: bool = False,
         cancel_jobs: bool = False,
         detail: Mapping[str, Any] | None = None,
+        intents: Sequence[NewIntent] = (),
+        claim: tuple[str, str] | None = None,
     ) -> Infraction:
-        """Move an infraction to ``state`` (with an audit row, and optionally its lift job)."""
+        """Move an infraction to ``state`` (with an audit row, optionally its lift job, and the
+        intents that follow from it, such as its audit post), in one transaction."""
         if state not in STATES:
             raise LedgerError(f"unknown state {state!r}")
         current = await self.get_infraction(infraction_id)
@@ -448,9 +659,9 @@ class Ledger:
             )
             if schedule_lift and new_expiry is not None:
                 await db.execute(
-                    "INSERT OR IGNORE INTO jobs (infraction_id, kind, due_at, next_attempt_at, state)"
-                    " VALUES (?, 'lift', ?, ?, 'pending')",
-                    (infraction_id, new_expiry, new_expiry),
+                    "INSERT OR IGNORE INTO jobs (kind, key, infraction_id, due_at, next_attempt_at, state)"
+                    " VALUES ('lift', ?, ?, ?, ?, 'pending')",
+                    (str(infraction_id), infraction_id, new_expiry, new_expiry),
                 )
             if cancel_jobs:
                 await db.execute(
@@ -468,9 +679,86 @@ class Ledger:
                 reason=reason,
                 detail=dict(detail or {}, previous_state=current.state),
             )
+            await _insert_intents(db, intents, infraction_id)
+            if claim is not None:
+                await _claim(db, *claim)
         updated = await self.get_infraction(infraction_id)
         assert updated is not None
         return updated
+
+    async def pending_infractions(self) -> list[Infraction]:
+        """Infractions recorded but not settled (a crash came between): the start resumes them."""
+        return await self._select("state = 'pending' ORDER BY id", ())
+
+    # -- the outbox -----------------------------------------------------------------------------
+
+    async def add_intents(self, intents: Sequence[NewIntent], claim: tuple[str, str] | None = None) -> list[IntentRow]:
+        """Record intents (and a replay claim) in one transaction; an intent whose key exists is
+        not recorded again. Returns the rows, existing ones included, in the given order."""
+        async with self.transaction() as db:
+            keys = await _insert_intents(db, intents, None)
+            if claim is not None:
+                await _claim(db, *claim)
+        return await self.intents_by_key(keys)
+
+    async def intents_by_key(self, keys: Sequence[str]) -> list[IntentRow]:
+        """Outbox rows by key, in the order of ``keys``."""
+        rows: dict[str, IntentRow] = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            async with self._db.execute(f"SELECT {_INTENT_COLUMNS} FROM outbox WHERE key IN ({marks})", chunk) as cur:
+                for row in await cur.fetchall():
+                    intent = _intent(row)
+                    rows[intent.key] = intent
+        return [rows[key] for key in keys if key in rows]
+
+    async def intents_for(self, infraction_id: int) -> list[IntentRow]:
+        """The outbox rows that carry out one infraction, in the order they were recorded."""
+        async with self._db.execute(
+            f"SELECT {_INTENT_COLUMNS} FROM outbox WHERE infraction_id = ? ORDER BY id", (infraction_id,)
+        ) as cur:
+            return [_intent(row) for row in await cur.fetchall()]
+
+    async def pending_intents(self) -> list[IntentRow]:
+        """Every intent not yet answered, most urgent first."""
+        async with self._db.execute(
+            f"SELECT {_INTENT_COLUMNS} FROM outbox WHERE state = 'pending' ORDER BY priority, id"
+        ) as cur:
+            return [_intent(row) for row in await cur.fetchall()]
+
+    async def note_intent(self, intent_id: int, result: Mapping[str, Any]) -> None:
+        """Record what an intent learned before it writes (a mute's previous level): a resumed
+        intent must use it, not what it would read after its own write."""
+        async with self.transaction() as db:
+            await db.execute(
+                "UPDATE outbox SET result = ?, attempts = attempts + 1, updated_at = ? WHERE id = ?",
+                (json.dumps(dict(result), sort_keys=True), now_ms(), intent_id),
+            )
+
+    async def finish_intent(
+        self, intent_id: int, state: str, result: Mapping[str, Any] | None = None, error: str | None = None
+    ) -> None:
+        """Mark an intent answered (``done``) or given up (``failed``)."""
+        if state not in INTENT_STATES[1:]:
+            raise LedgerError(f"an intent finishes done or failed, not {state!r}")
+        async with self.transaction() as db:
+            if result is None:
+                await db.execute(
+                    "UPDATE outbox SET state = ?, error = ?, updated_at = ? WHERE id = ?",
+                    (state, error, now_ms(), intent_id),
+                )
+            else:
+                await db.execute(
+                    "UPDATE outbox SET state = ?, result = ?, error = ?, updated_at = ? WHERE id = ?",
+                    (state, json.dumps(dict(result), sort_keys=True), error, now_ms(), intent_id),
+                )
+
+    async def outbox_depth(self) -> int:
+        """How many intents wait to be answered."""
+        async with self._db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def get_infraction(self, infraction_id: int) -> Infraction | None:
         """One infraction by id."""
@@ -519,7 +807,7 @@ class Ledger:
         async with self._db.execute("SELECT COUNT(*) FROM audit") as cur:
             row = await cur.fetchone()
             result["audit_rows"] = int(row[0]) if row else 0
-        async with self._db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'pending'") as cur:
+        async with self._db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'pending' AND kind = 'lift'") as cur:
             row = await cur.fetchone()
             result["pending_lifts"] = int(row[0]) if row else 0
         return result
@@ -595,7 +883,15 @@ class Ledger:
                 "INSERT OR IGNORE INTO room_locks (room_id, previous, until, created_at) VALUES (?, ?, ?, ?)",
                 (room_id, json.dumps(dict(previous), sort_keys=True), until_ms, now_ms()),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            # Its restore is a job like any other timed thing: it survives restarts.
+            await db.execute(
+                "INSERT OR IGNORE INTO jobs (kind, key, due_at, next_attempt_at, state)"
+                " VALUES ('unlock', ?, ?, ?, 'pending')",
+                (room_id, until_ms, until_ms),
+            )
+            return True
 
     async def set_room_lock_event(self, room_id: str, event_id: str) -> None:
         """Remember which join-rules event the lock set (only that one is ever restored over)."""
@@ -615,27 +911,64 @@ class Ledger:
         """Forget a lock (after its room was restored, or left alone on purpose)."""
         async with self.transaction() as db:
             await db.execute("DELETE FROM room_locks WHERE room_id = ?", (room_id,))
+            await db.execute(
+                "UPDATE jobs SET state = 'cancelled' WHERE kind = 'unlock' AND key = ? AND state = 'pending'",
+                (room_id,),
+            )
 
-    # -- scheduled lifts --------------------------------------------------------------------------
+    # -- jobs: every timed thing ------------------------------------------------------------------
+
+    async def add_job(
+        self,
+        kind: str,
+        key: str,
+        due_at: int,
+        payload: Mapping[str, Any] | None = None,
+        infraction_id: int | None = None,
+    ) -> bool:
+        """Schedule ``kind`` for ``key`` at ``due_at`` (ms); False when one is already pending."""
+        async with self.transaction() as db:
+            cur = await db.execute(
+                "INSERT OR IGNORE INTO jobs (kind, key, infraction_id, payload, due_at, next_attempt_at, state)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+                (kind, key, infraction_id, json.dumps(dict(payload or {}), sort_keys=True), due_at, due_at),
+            )
+            return cur.rowcount == 1
+
+    async def cancel_job(self, kind: str, key: str) -> bool:
+        """Cancel the pending ``kind`` job of ``key``; False when there was none."""
+        async with self.transaction() as db:
+            cur = await db.execute(
+                "UPDATE jobs SET state = 'cancelled' WHERE kind = ? AND key = ? AND state = 'pending'", (kind, key)
+            )
+            return cur.rowcount > 0
+
+    async def pending_job(self, kind: str, key: str) -> Job | None:
+        """The pending ``kind`` job of ``key``, if any."""
+        async with self._db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE kind = ? AND key = ? AND state = 'pending'", (kind, key)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _job(row)
 
     async def next_job_time(self) -> int | None:
-        """When the earliest pending lift is due (ms), or ``None``."""
+        """When the earliest pending job is due (ms), or ``None``."""
         async with self._db.execute("SELECT MIN(next_attempt_at) FROM jobs WHERE state = 'pending'") as cur:
             row = await cur.fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
     async def due_jobs(self, at: int, limit: int = 100) -> list[Job]:
-        """Pending lifts whose next attempt time has come, oldest first."""
+        """Pending jobs whose next attempt time has come, oldest first."""
         async with self._db.execute(
-            "SELECT id, infraction_id, due_at, next_attempt_at, attempts, alerted FROM jobs"
+            f"SELECT {_JOB_COLUMNS} FROM jobs"
             " WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
             (at, limit),
         ) as cur:
             rows = await cur.fetchall()
-        return [Job(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
+        return [_job(r) for r in rows]
 
     async def finish_job(self, job_id: int) -> None:
-        """Mark a lift as done."""
+        """Mark a job as done."""
         async with self.transaction() as db:
             await db.execute("UPDATE jobs SET state = 'done' WHERE id = ?", (job_id,))
 
@@ -647,6 +980,135 @@ class Ledger:
                 " alerted = ? WHERE id = ?",
                 (next_attempt_at, error[:500], int(alerted), job_id),
             )
+
+    # -- typed tables (once JSON blobs in kv) ----------------------------------------------------
+
+    async def dm_room(self, user_id: str) -> str | None:
+        """The room the bot DMs ``user_id`` in, if it made one."""
+        async with self._db.execute("SELECT room_id FROM dm_rooms WHERE user_id = ?", (user_id,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else str(row[0])
+
+    async def set_dm_room(self, user_id: str, room_id: str) -> None:
+        """Remember the DM room of ``user_id``."""
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT INTO dm_rooms (user_id, room_id, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (user_id) DO UPDATE SET room_id = excluded.room_id",
+                (user_id, room_id, now_ms()),
+            )
+
+    async def protection_settings(self) -> dict[str, dict[str, Any]]:
+        """Moderators' persisted changes to protections: {name: {enabled?, mode?, settings}}."""
+        async with self._db.execute("SELECT name, enabled, mode, settings FROM protection_settings") as cur:
+            rows = await cur.fetchall()
+        result: dict[str, dict[str, Any]] = {}
+        for name, enabled, mode, settings in rows:
+            entry: dict[str, Any] = {"settings": json.loads(settings or "{}")}
+            if enabled is not None:
+                entry["enabled"] = bool(enabled)
+            if mode is not None:
+                entry["mode"] = str(mode)
+            result[str(name)] = entry
+        return result
+
+    async def change_protection(
+        self,
+        name: str,
+        *,
+        enabled: bool | None = None,
+        mode: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Persist one change to one protection (a row per protection: two changes never lose
+        each other, as two read-modify-writes of one JSON blob could)."""
+        async with self.transaction() as db:
+            await db.execute("INSERT OR IGNORE INTO protection_settings (name) VALUES (?)", (name,))
+            if enabled is not None:
+                await db.execute("UPDATE protection_settings SET enabled = ? WHERE name = ?", (int(enabled), name))
+            if mode is not None:
+                await db.execute("UPDATE protection_settings SET mode = ? WHERE name = ?", (mode, name))
+            for key, value in (settings or {}).items():
+                await db.execute(
+                    "UPDATE protection_settings SET settings = json_set(settings, ?, json(?)) WHERE name = ?",
+                    (f'$."{key}"', json.dumps(value), name),
+                )
+
+    async def added_rooms(self) -> list[str]:
+        """Rooms protected besides the configured ones (room upgrades followed), oldest first."""
+        async with self._db.execute("SELECT room_id FROM added_rooms ORDER BY added_at, room_id") as cur:
+            return [str(r[0]) for r in await cur.fetchall()]
+
+    async def room_upgrades(self) -> dict[str, str]:
+        """Old room id → its replacement, for every upgrade followed."""
+        async with self._db.execute("SELECT old_room, new_room FROM room_upgrades") as cur:
+            return {str(a): str(b) for a, b in await cur.fetchall()}
+
+    async def record_upgrade(self, old: str, new: str, *, protect: bool) -> None:
+        """Remember an upgrade (and that its replacement is protected), in one transaction."""
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT OR REPLACE INTO room_upgrades (old_room, new_room, at) VALUES (?, ?, ?)", (old, new, now_ms())
+            )
+            if protect:
+                await db.execute(
+                    "INSERT OR IGNORE INTO added_rooms (room_id, source, added_at) VALUES (?, 'upgrade', ?)",
+                    (new, now_ms()),
+                )
+
+    async def probation_until(self, user_id: str) -> int | None:
+        """Until when (ms) ``user_id`` is on probation, if they are."""
+        async with self._db.execute("SELECT until FROM probation WHERE user_id = ?", (user_id,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else int(row[0])
+
+    async def watched_lists(self) -> dict[str, Any]:
+        """Moderators' changes to the watched lists: room id → options (``None``: unwatched)."""
+        async with self._db.execute("SELECT room_id, options FROM watched_lists") as cur:
+            return {str(room): json.loads(options) for room, options in await cur.fetchall()}
+
+    async def set_watched_list(self, room_id: str, options: Mapping[str, Any] | None) -> None:
+        """Persist that a list is watched (with its options) or unwatched (``None``)."""
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT INTO watched_lists (room_id, options) VALUES (?, ?)"
+                " ON CONFLICT (room_id) DO UPDATE SET options = excluded.options",
+                (room_id, json.dumps(None if options is None else dict(options), sort_keys=True)),
+            )
+
+
+_JOB_COLUMNS = "id, infraction_id, due_at, next_attempt_at, attempts, alerted, kind, key, payload"
+
+
+def _job(r: Iterable[Any]) -> Job:
+    v = list(r)
+    return Job(v[0], v[1], v[2], v[3], v[4], bool(v[5]), v[6], v[7], json.loads(v[8] or "{}"))
+
+
+async def _claim(db: aiosqlite.Connection, event_id: str, action: str) -> None:
+    await db.execute(
+        "INSERT OR IGNORE INTO processed (event_id, action, at) VALUES (?, ?, ?)", (event_id, action, now_ms())
+    )
+
+
+async def _insert_intents(
+    db: aiosqlite.Connection, intents: Sequence[NewIntent], infraction_id: int | None
+) -> list[str]:
+    import secrets
+
+    at = now_ms()
+    keys = [intent.key or f"{intent.kind}:{secrets.token_hex(12)}" for intent in intents]
+    await db.executemany(
+        # The same key again is the same intent; one that failed is tried again (a moderator's retry).
+        "INSERT INTO outbox (key, infraction_id, kind, room_id, payload, priority, state, created_at,"
+        " updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET state = 'pending', error = NULL WHERE state = 'failed'",
+        [
+            (key, infraction_id, i.kind, i.room_id, json.dumps(dict(i.payload), sort_keys=True), i.priority, at, at)
+            for key, i in zip(keys, intents, strict=True)
+        ],
+    )
+    return keys
 
 
 async def _put_kv(db: aiosqlite.Connection, key: str, value: str) -> None:

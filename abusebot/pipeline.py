@@ -11,7 +11,6 @@ bot's power level in the room, room v12 creators.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -20,13 +19,14 @@ from typing import Any
 import attrs
 import structlog
 
-from abusebot.actions import Actor, Moderation, Outcome, Scope
+from abusebot.actions import Actor, Moderation, Outcome, Scope, redact_intent
 from abusebot.audit import Message
 from abusebot.config import Config, ConfigError
 from abusebot.escalation import DEFAULT_BURST_SECONDS, DEFAULT_LADDER, Ladder, LadderError, parse_ladder
 from abusebot.events import Event
-from abusebot.ledger import Ledger
-from abusebot.matrix import API, HomeserverUnavailable, MatrixError, Priority, q
+from abusebot.ledger import Job, Ledger
+from abusebot.matrix import Priority
+from abusebot.outbox import intent as outbox_intent
 from abusebot.rooms import RoomState, RoomStore
 from abusebot.safety import refusal
 from protections import (
@@ -195,7 +195,8 @@ class Executor:
         self.moderation = moderation
         self.ledger = ledger
         self.ladder = ladder
-        self._locks: dict[str, asyncio.Task[None]] = {}
+        #: Rooms under a join-wave lock (the ledger's ``room_locks``, cached for the sync path).
+        self.locked: set[str] = set()
         # One escalation at a time per user, so two violations in one batch climb two rungs.
         self._user_locks: dict[str, asyncio.Lock] = {}
         #: Users whose flood is being sanctioned (``None``) or until when (monotonic) to sweep.
@@ -247,9 +248,12 @@ class Executor:
                 await redactions
 
     async def _takes_a_rung(self, v: Violation, actor: Actor, key: str) -> bool:
-        """Claim the violation (a replayed batch acts once) and its rung (one per burst)."""
-        if not await self.ledger.mark_processed(key, "violation") or await self._same_burst(v, actor):
+        """Whether the violation takes a rung: not when it was handled before (a replayed batch;
+        the claim is written with its infraction, in one transaction), nor within a burst."""
+        if await self.ledger.is_processed(key, "violation") or await self._same_burst(v, actor, key):
             return False
+        if actor.event_id is None:  # nothing to claim with the infraction: claim it here
+            await self.ledger.mark_processed(key, "violation")
         self._rungs[v.user] = time.monotonic()
         return True
 
@@ -262,10 +266,11 @@ class Executor:
             severity=v.severity,
             first_activity=first_activity,
             evidence=v.evidence.excerpt,
+            claim="violation",
             **extra,
         )
 
-    async def _same_burst(self, v: Violation, actor: Actor) -> bool:
+    async def _same_burst(self, v: Violation, actor: Actor, key: str) -> bool:
         """True when the user took a rung less than ``burst_seconds`` ago: this violation is part of
         the same burst (removed, recorded in the audit log, but not another rung)."""
         last = self._rungs.get(v.user)
@@ -281,6 +286,7 @@ class Executor:
             reason=f"{v.rule} (part of the same burst: removed, no new rung)",
             event_id=v.evidence.event_id,
         )
+        await self.ledger.mark_processed(key, "violation")
         log.info("violation_in_same_burst", user=v.user, rule=v.rule, event_id=v.evidence.event_id)
         return True
 
@@ -333,10 +339,10 @@ class Executor:
         await self._redact(event.room_id, event.event_id, "flood: the rest of the burst", Priority.REDACT)
 
     async def _redact(self, room_id: str, event_id: str, rule: str, priority: int = Priority.BAN) -> None:
-        try:
-            await self.moderation.api.redact(room_id, event_id, f"Removed: {rule}", priority=priority)
-        except (MatrixError, HomeserverUnavailable) as err:
-            log.warning("redact_failed", room_id=room_id, event_id=event_id, error=str(err))
+        # One intent per event: a second redaction of it (replay, two protections) is the first.
+        result = await self.moderation.outbox.do(redact_intent(room_id, event_id, f"Removed: {rule}", priority))
+        if not result.ok:
+            log.warning("redact_failed", room_id=room_id, event_id=event_id, error=result.error)
 
     async def escalate(
         self,
@@ -351,6 +357,7 @@ class Executor:
         reason: str | None = None,
         talk_after: Awaitable[Any] | None = None,
         on_enforced: Callable[[], None] | None = None,
+        claim: str | None = None,
     ) -> Outcome:
         """Apply the ladder's next step to ``user`` for breaking ``rule``.
 
@@ -387,6 +394,7 @@ class Executor:
                 next_step=next_step,
                 on_enforced=on_enforced,
                 why=why,
+                claim=claim,
             )
         else:
             sanction = m.mute if step.kind == "mute" else m.ban
@@ -401,6 +409,7 @@ class Executor:
                 next_step=next_step,
                 on_enforced=on_enforced,
                 why=why,
+                claim=claim,
             )
         log.info(
             "escalated", user=user, rule=rule, level=decision.level, step=str(step), why=decision.why, ok=outcome.ok
@@ -408,10 +417,9 @@ class Executor:
         return outcome
 
     async def on_probation(self, user: str) -> bool:
-        """Second-chance probation (a later feature records it in ``probation`` kv)."""
-        probation: dict[str, Any] = await self.ledger.get_json("probation", {})
-        until = probation.get(user)
-        return isinstance(until, int | float) and until > time.time()
+        """Second-chance probation (a later feature records it in the ``probation`` table)."""
+        until = await self.ledger.probation_until(user)
+        return until is not None and until > _now_ms()
 
     async def _observe_violation(self, v: Violation, protection: str, first_activity: bool) -> None:
         history = await self.ledger.history(v.user, limit=500)
@@ -433,15 +441,15 @@ class Executor:
     async def lock_room(self, intent: LockRoom, protection: str) -> None:
         """Switch to invite-only now; restore the previous join rule after ``intent.seconds``.
 
-        The lock is recorded before the room is closed (a crash in between leaves a record whose
-        restore finds the room not closed by us and leaves it alone), and the restore happens
-        only while the join rule is still the one the bot set: a moderator's change during the
-        lock is the newer decision.
+        The lock (and its restore, a job) is recorded before the room is closed: a crash in
+        between leaves a record whose restore finds the room not closed by us and leaves it
+        alone. The restore happens only while the join rule is still the one the bot set: a
+        moderator's change during the lock is the newer decision.
         """
         m = self.moderation
         room_id = intent.room_id
-        if room_id in self._locks and not self._locks[room_id].done():
-            return  # already locked; the existing timer restores it
+        if room_id in self.locked:
+            return  # already locked; the existing job restores it
         current = await m.api.hs.state_event(room_id, "m.room.join_rules") or {"join_rule": "public"}
         previous = current.get("join_rule", "public")
         if previous == LOCKED_RULE:
@@ -450,12 +458,12 @@ class Executor:
         until_ms = int((time.time() + intent.seconds) * 1000)
         if not await self.ledger.add_room_lock(room_id, current, until_ms):
             return  # a lock recorded earlier (another run) is still pending: its restore stands
-        try:
-            event_id = await m.api.put_state(
-                room_id, "m.room.join_rules", "", {**current, "join_rule": LOCKED_RULE}, priority=Priority.BAN
-            )
-            await self.ledger.set_room_lock_event(room_id, event_id)
-        except (MatrixError, HomeserverUnavailable) as err:
+        self.locked.add(room_id)
+        result = await m.outbox.do(
+            outbox_intent("join_rule", room_id, content={**current, "join_rule": LOCKED_RULE}, priority=Priority.BAN)
+        )
+        if not result.ok:
+            self.locked.discard(room_id)
             await self.ledger.remove_room_lock(room_id)
             await self.ledger.audit(
                 actor=f"protection:{protection}",
@@ -463,10 +471,14 @@ class Executor:
                 outcome="failed",
                 room=room_id,
                 reason=intent.reason,
-                detail={"error": str(err)},
+                detail={"error": result.error},
             )
-            await m.post(_text(f"⚠️ {protection}: {intent.reason}. I could not close {m.store.label(room_id)}: {err}"))
+            await m.post(
+                _text(f"⚠️ {protection}: {intent.reason}. I could not close {m.store.label(room_id)}: {result.error}")
+            )
             return
+        await self.ledger.set_room_lock_event(room_id, str(result.value.get("event_id", "")))
+        m.wake_scheduler.set()
         await self.ledger.audit(
             actor=f"protection:{protection}",
             action="lock_room",
@@ -482,38 +494,34 @@ class Executor:
                 "(unless a moderator changes it meanwhile)."
             )
         )
-        self._locks[room_id] = asyncio.create_task(self._unlock_later(room_id, intent.seconds))
 
-    async def _unlock_later(self, room_id: str, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds))
-        await self.unlock(room_id)
+    async def unlock_job(self, job: Job) -> bool:
+        """The scheduler's handler for ``unlock`` jobs."""
+        return await self.unlock(job.key)
 
-    async def unlock(self, room_id: str) -> None:
+    async def unlock(self, room_id: str) -> bool:
         """Restore the join rule a lock replaced, if the room's join rule is still the event the
-        lock set (retrying while the homeserver is away); then forget the lock."""
+        lock set; then forget the lock. False when the homeserver did not answer (retried)."""
         locks = await self.ledger.room_locks()
         if room_id not in locks:
-            return
+            self.locked.discard(room_id)
+            return True
         lock = locks[room_id]
         previous = lock.previous.get("join_rule", "public")
         m = self.moderation
-        for attempt in range(10):
-            try:
-                current = await self._join_rules_event(room_id)
-                if not self._still_ours(current, lock.locked_event):
-                    restored = None
-                    break
-                await m.api.put_state(room_id, "m.room.join_rules", "", lock.previous, priority=Priority.BAN)
-                restored = previous
-                break
-            except (MatrixError, HomeserverUnavailable) as err:
-                log.warning("unlock_failed", room_id=room_id, attempt=attempt, error=str(err))
-                await asyncio.sleep(min(60, 2**attempt))
-        else:
-            await m.post(_text(f"⚠️ I could not restore the join rule of {m.store.label(room_id)}; please check it."))
-            return
-        found = (current.get("content") or {}).get("join_rule")
+        guard: dict[str, Any] = (
+            {"only_if_event": lock.locked_event} if lock.locked_event else {"only_if_rule": LOCKED_RULE}
+        )
+        result = await m.outbox.do(
+            outbox_intent("join_rule", room_id, content=dict(lock.previous), priority=Priority.BAN, **guard)
+        )
+        if not result.ok:
+            log.warning("unlock_failed", room_id=room_id, error=result.error)
+            return False
+        restored = None if result.value.get("left_alone") else previous
+        found = result.value.get("found")
         await self.ledger.remove_room_lock(room_id)
+        self.locked.discard(room_id)
         await self.ledger.audit(
             actor="pipeline",
             action="unlock_room",
@@ -530,35 +538,18 @@ class Executor:
             text = f"🔓 {m.store.label(room_id)}: join rule restored to '{restored}'."
         log.info("room_unlocked", room_id=room_id, restored=restored, found=found)
         await m.post(_text(text))
-
-    async def _join_rules_event(self, room_id: str) -> Mapping[str, Any]:
-        """The room's current join-rules event, whole (its id tells who set it)."""
-        reply = await self.moderation.api.hs.request(
-            "GET", f"{API}/rooms/{q(room_id)}/state/m.room.join_rules/", query={"format": "event"}
-        )
-        return reply if isinstance(reply, Mapping) else {}
-
-    @staticmethod
-    def _still_ours(current: Mapping[str, Any], locked_event: str | None) -> bool:
-        """Whether the join rule in force is the one the lock set: the same event when we know it
-        (a moderator who sets invite-only on purpose made a new event), else still invite-only."""
-        content = current.get("content")
-        if "event_id" in current and locked_event is not None:
-            return current.get("event_id") == locked_event
-        return isinstance(content, Mapping) and content.get("join_rule") == LOCKED_RULE
+        return True
 
     def overridden(self, event: Event) -> bool:
         """A moderator (anyone but the bot) changed the join rule of a room the bot locked: the
-        lock is theirs now. Its timer is dropped, so a later wave can lock the room again."""
-        task = self._locks.get(event.room_id)
-        if task is None or task.done():
+        lock is theirs now. Its restore is dropped, so a later wave can lock the room again."""
+        if event.room_id not in self.locked:
             return False
-        task.cancel()
-        self._locks.pop(event.room_id, None)
+        self.locked.discard(event.room_id)
         return True
 
     async def release(self, event: Event) -> None:
-        """Forget a lock a moderator overrode, and say so."""
+        """Forget a lock a moderator overrode (and its restore job), and say so."""
         await self.ledger.remove_room_lock(event.room_id)
         await self.ledger.audit(
             actor=event.sender,
@@ -581,26 +572,15 @@ class Executor:
         """End a lock early (``!mod unlock``); False when the bot holds no lock on the room."""
         if room_id not in await self.ledger.room_locks():
             return False
-        task = self._locks.pop(room_id, None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         await self.unlock(room_id)
         return True
 
     async def resume_locks(self) -> None:
-        """After a restart: schedule the restores of rooms still locked (now, if overdue)."""
-        for room_id, lock in (await self.ledger.room_locks()).items():
-            delay = lock.until_ms / 1000 - time.time()
-            self._locks[room_id] = asyncio.create_task(self._unlock_later(room_id, delay))
+        """After a restart: know which rooms are locked (their restores are jobs, already due or not)."""
+        self.locked = set(await self.ledger.room_locks())
 
     async def close(self) -> None:
-        """Cancel pending restores (they are persisted and resumed at the next start)."""
-        for task in self._locks.values():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Nothing runs here on its own any more: restores are the scheduler's jobs."""
 
 
 class Pipeline:
@@ -626,7 +606,7 @@ class Pipeline:
 
     async def load(self) -> None:
         """Build the protections from config plus what moderators changed (persisted)."""
-        overrides = await self.ledger.get_json("protection_overrides", {})
+        overrides = await self.ledger.protection_settings()
         self.setups = parse_setups(self.config, overrides)
         self.instances = {name: REGISTRY[name]() for name in self.setups}
 
@@ -727,7 +707,7 @@ class Pipeline:
     # -- moderator controls (persisted) -------------------------------------------------------------
 
     async def _persist(self, name: str, **changes: Any) -> None:
-        overrides: dict[str, Any] = await self.ledger.get_json("protection_overrides", {})
+        overrides = await self.ledger.protection_settings()
         entry = overrides.setdefault(name, {})
         for key, value in changes.items():
             if key == "settings":
@@ -735,7 +715,9 @@ class Pipeline:
             else:
                 entry[key] = value
         self.setups = parse_setups(self.config, overrides)  # validates before saving
-        await self.ledger.set_json("protection_overrides", overrides)
+        await self.ledger.change_protection(
+            name, enabled=changes.get("enabled"), mode=changes.get("mode"), settings=changes.get("settings")
+        )
 
     async def set_enabled(self, name: str, enabled: bool) -> None:
         """Enable or disable a protection (persisted)."""

@@ -30,7 +30,8 @@ from abusebot.audit import Message
 from abusebot.config import Config, ConfigError
 from abusebot.events import Event
 from abusebot.ledger import Ledger
-from abusebot.matrix import HomeserverUnavailable, MatrixError, Priority
+from abusebot.matrix import HomeserverUnavailable, MatrixError
+from abusebot.outbox import intent as outbox_intent
 from abusebot.rooms import RoomStore
 from policies.matcher import RuleIndex
 from policies.rules import Removed, Rule, parse_rule, policy_kind
@@ -136,7 +137,7 @@ class PolicyManager:
     async def load(self) -> None:
         """Join and load every watched list (config plus moderators' changes), then apply them."""
         configured, publish = parse_policy_config(self.config)
-        persisted: dict[str, Any] = await self.ledger.get_json("watched_lists", {})
+        persisted = await self.ledger.watched_lists()
         wanted: dict[str, ListOptions] = dict(configured)
         for room, options in persisted.items():
             if options is None:
@@ -209,9 +210,7 @@ class PolicyManager:
                 await asyncio.sleep(0)  # let the loop breathe while a large list loads
         log.info("list_loaded", room_id=room_id, rules=count, ms=round((time.monotonic() - started) * 1000, 1))
         if persist:
-            persisted: dict[str, Any] = await self.ledger.get_json("watched_lists", {})
-            persisted[room_id] = attrs.asdict(options)
-            await self.ledger.set_json("watched_lists", persisted)
+            await self.ledger.set_watched_list(room_id, attrs.asdict(options))
         if self.unsafe:
             await self._report_unsafe(room_id)
         if apply:
@@ -230,9 +229,7 @@ class PolicyManager:
         for ref in [r for r in self.unsafe if r.startswith(room_id + " ")]:
             del self.unsafe[ref]
         del self.lists[room_id]
-        persisted: dict[str, Any] = await self.ledger.get_json("watched_lists", {})
-        persisted[room_id] = None
-        await self.ledger.set_json("watched_lists", persisted)
+        await self.ledger.set_watched_list(room_id, None)
         self._schedule_acl()
         return removed
 
@@ -534,11 +531,12 @@ class PolicyManager:
             current = self.store.room(room_id).content("m.room.server_acl")
             if sorted(current.get("deny", [])) == wanted["deny"] and current.get("allow") == ["*"]:
                 continue
-            try:
-                await self.api.put_state(room_id, "m.room.server_acl", "", wanted, priority=Priority.BAN)
+            # A change applied to a fresh read, serialised per room (the outbox's ``acl`` intent).
+            result = await self.moderation.outbox.do(outbox_intent("acl", room_id, content=wanted))
+            if result.ok:
                 changed.append(room_id)
-            except (MatrixError, HomeserverUnavailable) as err:
-                log.warning("acl_failed", room_id=room_id, error=str(err))
+            else:
+                log.warning("acl_failed", room_id=room_id, error=result.error)
         if changed:
             await self.ledger.audit(
                 actor="policy_lists",
@@ -559,8 +557,18 @@ class PolicyManager:
         if self.publish_room is None:
             return None
         content = {"entity": user_id, "recommendation": "m.ban", "reason": reason}
-        await self.api.put_state(self.publish_room, PUBLISH_TYPE, f"rule:{user_id}", content)
+        await self._put_rule(user_id, content)
         return self.publish_room
+
+    async def _put_rule(self, user_id: str, content: dict[str, Any]) -> None:
+        assert self.publish_room is not None
+        result = await self.moderation.outbox.do(
+            outbox_intent(
+                "state", self.publish_room, event_type=PUBLISH_TYPE, state_key=f"rule:{user_id}", content=content
+            )
+        )
+        if not result.ok:
+            raise MatrixError(502, {"error": result.error or "the rule could not be written"})
 
     async def unpublish(self, user_id: str) -> bool:
         """Remove our published rule for ``user_id``; True when there was one."""
@@ -569,7 +577,7 @@ class PolicyManager:
         current = await self.api.hs.state_event(self.publish_room, PUBLISH_TYPE, f"rule:{user_id}")
         if not current:
             return False
-        await self.api.put_state(self.publish_room, PUBLISH_TYPE, f"rule:{user_id}", {})
+        await self._put_rule(user_id, {})
         return True
 
     async def create_list(self, alias: str) -> str:
@@ -590,7 +598,9 @@ class PolicyManager:
         if moderators:
             levels = dict(await self.api.hs.state_event(room_id, "m.room.power_levels", "") or {})
             levels["users"] = {**dict.fromkeys(moderators, 50), **dict(levels.get("users") or {})}
-            await self.api.put_state(room_id, "m.room.power_levels", "", levels)
+            await self.moderation.outbox.do(
+                outbox_intent("state", room_id, event_type="m.room.power_levels", state_key="", content=levels)
+            )
         self.publish_room = room_id
         self.aliases[room_id] = alias
         await self.ledger.set_kv("publish_list", room_id)

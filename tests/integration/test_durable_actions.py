@@ -1,5 +1,5 @@
-"""Two holes of the write path, reproduced now and left failing on purpose (strict xfail): the
-redesign of the write path (an intent outbox, serialised state writes) is to turn them green.
+"""Two holes the write path had, reproduced against a real Synapse, closed by the outbox (record,
+do idempotently, mark done; resume at start) and serialised state writes:
 
 * ``kill -9`` right after a ban reached the homeserver: the ban stays in force, its infraction
   ``pending`` forever, with no lift and no reply (the command's replay key was claimed first).
@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
-import pytest
 import pytest_asyncio
 from aiohttp import web
 
@@ -29,9 +28,6 @@ from abusebot.actions import Actor, Scope
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import World
 from tests.integration.test_loop import infractions_from, ledger_query, wait_for_checkpoint, wait_until
-
-OUTBOX_REASON = "the write path claims the command before acting and never reconciles 'pending' (outbox issue)"
-STATE_WRITE_REASON = "power-level read-modify-write is not serialised per room (outbox issue)"
 
 
 class KillingProxy:
@@ -89,7 +85,6 @@ async def proxy(synapse: SynapseServer) -> AsyncIterator[KillingProxy]:
     await p.close()
 
 
-@pytest.mark.xfail(strict=True, reason=OUTBOX_REASON)
 async def test_kill_9_right_after_a_ban_lands_still_lifts_it_on_time(
     synapse: SynapseServer, tmp_path: Path, proxy: KillingProxy
 ) -> None:
@@ -126,7 +121,6 @@ async def test_kill_9_right_after_a_ban_lands_still_lifts_it_on_time(
         await w.close()
 
 
-@pytest.mark.xfail(strict=True, reason=STATE_WRITE_REASON)
 async def test_four_mutes_at_once_all_hold_on_the_homeserver(synapse: SynapseServer, tmp_path: Path) -> None:
     """Four users muted at the same moment (as four violations of one batch are): all four are at
     the muted level in the room afterwards, as the ledger says."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
+from unittest.mock import create_autospec
 
 import pytest
 
@@ -15,8 +16,8 @@ from abusebot.commands import Authorized, CommandHandler, authorize
 from abusebot.config import Config
 from abusebot.events import Event, parse_event
 from abusebot.ledger import Ledger
-from abusebot.matrix import Api
 from abusebot.rooms import RoomStore
+from abusebot.testing.fakes import FakeHomeserver
 
 BOT = "@abusebot:example.org"
 MOD = "@mod:example.org"
@@ -55,33 +56,10 @@ def room_events(
     return events
 
 
-class FakeLedger:
-    """Records audit rows; claims every processed key."""
-
-    def __init__(self) -> None:
-        self.audits: list[dict[str, Any]] = []
-
-    async def audit(self, **row: Any) -> int:
-        self.audits.append(row)
-        return len(self.audits)
-
-    async def mark_processed(self, event_id: str, action: str) -> bool:
-        return True
-
-
-class FakeApi:
-    """Records every message the bot sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Mapping[str, Any]]] = []
-
-    async def send(self, room_id: str, content: Mapping[str, Any], **kwargs: Any) -> str:
-        self.sent.append((room_id, content))
-        return f"$reply{len(self.sent)}"
-
-
-def make_moderation(store: RoomStore, ledger: FakeLedger | None = None, api: FakeApi | None = None) -> Moderation:
-    """A real Moderation over ``store`` (authorize() reads only its bot id and staff)."""
+def make_moderation(store: RoomStore, ledger: Ledger | None = None, api: FakeHomeserver | None = None) -> Moderation:
+    """A real Moderation over ``store``, a real ledger (a spec'd mock where only authorize() runs)
+    and the fake homeserver."""
+    ledger = ledger if ledger is not None else create_autospec(Ledger, instance=True)
     config = Config(
         homeserver="http://127.0.0.1:8008",
         user_id=BOT,
@@ -90,13 +68,15 @@ def make_moderation(store: RoomStore, ledger: FakeLedger | None = None, api: Fak
         protected_rooms=(LOBBY, FORUM),
         password="unused",
     )
-    return Moderation(
-        config=config,
-        ledger=cast(Ledger, ledger),
-        api=cast(Api, api),
-        store=store,
-        bot_user_id=BOT,
-    )
+    return Moderation(config=config, ledger=ledger, api=api or FakeHomeserver(BOT), store=store, bot_user_id=BOT)
+
+
+@pytest.fixture
+async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
+    """A real ledger in a temporary directory."""
+    opened = await Ledger.open(tmp_path / "ledger.sqlite3")
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture
@@ -225,26 +205,25 @@ class TestAuthorize:
 
 
 class TestCommandHandlerChecksFirst:
-    async def test_unauthorized_malformed_command_gets_no_reply(self, store: RoomStore) -> None:
+    async def test_unauthorized_malformed_command_gets_no_reply(self, store: RoomStore, ledger: Ledger) -> None:
         """An unauthorized sender's malformed command is ignored silently: no usage reply is sent."""
-        api = FakeApi()
-        handler = CommandHandler(make_moderation(store, FakeLedger(), api), store, "!mod", _no_status)
+        api = FakeHomeserver(BOT)
+        handler = CommandHandler(make_moderation(store, ledger, api), store, "!mod", _no_status)
         await handler.handle(command(NOBODY, LOBBY, "!mod ban not-a-user --room"))
         assert api.sent == []
 
-    async def test_unauthorized_command_is_audited_as_ignored(self, store: RoomStore) -> None:
+    async def test_unauthorized_command_is_audited_as_ignored(self, store: RoomStore, ledger: Ledger) -> None:
         """An unauthorized command leaves one audit row with outcome 'ignored'."""
-        ledger = FakeLedger()
-        handler = CommandHandler(make_moderation(store, ledger, FakeApi()), store, "!mod", _no_status)
+        handler = CommandHandler(make_moderation(store, ledger), store, "!mod", _no_status)
         await handler.handle(command(NOBODY, ELSEWHERE, "!mod ban @mod:example.org"))
-        assert [(row["actor"], row["outcome"], row["room"]) for row in ledger.audits] == [
+        assert [(row["actor"], row["outcome"], row["room"]) for row in await ledger.audit_rows()] == [
             (NOBODY, "ignored", ELSEWHERE)
         ]
 
-    async def test_authorized_malformed_command_gets_usage_reply(self, store: RoomStore) -> None:
+    async def test_authorized_malformed_command_gets_usage_reply(self, store: RoomStore, ledger: Ledger) -> None:
         """The same malformed command from a moderator gets a usage reply (so the silence above is real)."""
-        api = FakeApi()
-        handler = CommandHandler(make_moderation(store, FakeLedger(), api), store, "!mod", _no_status)
+        api = FakeHomeserver(BOT)
+        handler = CommandHandler(make_moderation(store, ledger, api), store, "!mod", _no_status)
         await handler.handle(command(MOD, MANAGEMENT, "!mod ban not-a-user --room"))
         assert [(room, content["body"].splitlines()[-1]) for room, content in api.sent] == [
             (MANAGEMENT, "Usage: !mod ban <user> [duration] [reason…] [--list|--no-list]")
@@ -268,15 +247,19 @@ class TestCommandHandlerChecksFirst:
         monkeypatch.setattr(commands, "parse_command", spy_parse)
         return calls
 
-    async def test_unauthorized_command_is_never_parsed(self, store: RoomStore, calls: list[str]) -> None:
+    async def test_unauthorized_command_is_never_parsed(
+        self, store: RoomStore, calls: list[str], ledger: Ledger
+    ) -> None:
         """For an unauthorized sender, handle() calls authorize() and never parse_command()."""
-        handler = CommandHandler(make_moderation(store, FakeLedger(), FakeApi()), store, "!mod", _no_status)
+        handler = CommandHandler(make_moderation(store, ledger), store, "!mod", _no_status)
         await handler.handle(command(NOBODY, LOBBY, "!mod help"))
         assert calls == ["authorize"]
 
-    async def test_authorize_runs_before_parse_command(self, store: RoomStore, calls: list[str]) -> None:
+    async def test_authorize_runs_before_parse_command(
+        self, store: RoomStore, calls: list[str], ledger: Ledger
+    ) -> None:
         """For an authorized sender, handle() calls authorize() before parse_command()."""
-        handler = CommandHandler(make_moderation(store, FakeLedger(), FakeApi()), store, "!mod", _no_status)
+        handler = CommandHandler(make_moderation(store, ledger), store, "!mod", _no_status)
         await handler.handle(command(MOD, MANAGEMENT, "!mod help"))
         assert calls == ["authorize", "parse_command"]
 

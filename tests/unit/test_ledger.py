@@ -344,17 +344,21 @@ class TestJobs:
     async def test_unique_index_refuses_second_pending_lift(self, ledger: Ledger, raw_db: sqlite3.Connection) -> None:
         """The partial unique index itself refuses two pending lift jobs for one infraction."""
         infraction = await add(ledger, kind="mute")
-        insert = "INSERT INTO jobs (infraction_id, kind, due_at, next_attempt_at, state) VALUES (?, 'lift', 1, 1, ?)"
-        raw_db.execute(insert, (infraction.id, "pending"))
+        insert = (
+            "INSERT INTO jobs (infraction_id, kind, key, due_at, next_attempt_at, state) VALUES (?, 'lift', ?, 1, 1, ?)"
+        )
+        raw_db.execute(insert, (infraction.id, str(infraction.id), "pending"))
         with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
-            raw_db.execute(insert, (infraction.id, "pending"))
+            raw_db.execute(insert, (infraction.id, str(infraction.id), "pending"))
 
     async def test_unique_index_allows_finished_lifts(self, ledger: Ledger, raw_db: sqlite3.Connection) -> None:
         """Done or cancelled lifts do not block a new pending one (the index is partial)."""
         infraction = await add(ledger, kind="mute")
-        insert = "INSERT INTO jobs (infraction_id, kind, due_at, next_attempt_at, state) VALUES (?, 'lift', 1, 1, ?)"
+        insert = (
+            "INSERT INTO jobs (infraction_id, kind, key, due_at, next_attempt_at, state) VALUES (?, 'lift', ?, 1, 1, ?)"
+        )
         for state in ("done", "cancelled", "done", "pending"):
-            raw_db.execute(insert, (infraction.id, state))
+            raw_db.execute(insert, (infraction.id, str(infraction.id), state))
         assert len(await ledger.due_jobs(at=1)) == 1
 
     async def test_cancel_jobs(self, ledger: Ledger) -> None:

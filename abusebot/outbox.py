@@ -1,0 +1,310 @@
+"""The one durable write path: every write to the homeserver is an intent in the ledger first.
+
+Order, always: **record** what will be done (an outbox row, in the same transaction as the
+infraction or audit rows that motivate it), **do** it idempotently, **mark** it done or failed.
+Never the other way round. A crash between record and mark leaves a ``pending`` row, which
+:meth:`Outbox.resume` carries out at the next start, before any new event is handled.
+
+Idempotent, kind by kind:
+
+* ``ban`` / ``unban`` / ``kick``: a refusal is checked against the membership in force; a ban
+  already in place (or a user already gone) counts as done.
+* ``redact`` / ``send`` / ``dm``: the transaction id derives from the row's key, so a resent
+  request is deduplicated by the homeserver. A ``dm`` whose room creation was cut short finds
+  the room it created instead of making a second one.
+* ``power`` / ``join_rule`` / ``acl``: a change, not a whole state event. It is applied to a
+  fresh read, under one lock per (room, event type), so concurrent changes never lose each
+  other; ``only_if`` makes a restore a no-op when someone changed the value since; a mute's
+  previous level is recorded before its write, so a resumed mute restores the right level.
+
+Nothing else in abusebot calls the write API (a test greps for it): protections, policy lists,
+commands, the scheduler and features produce intents, :class:`Outbox` executes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import structlog
+
+from abusebot.ledger import IntentRow, Ledger, NewIntent
+from abusebot.matrix import API, Api, HomeserverUnavailable, MatrixError, Priority, q, txn_id
+from abusebot.power import PowerLevels
+
+log = structlog.get_logger("abusebot.outbox")
+
+#: The name a DM room created for notices gets (and how a cut-short creation is found again).
+DM_ROOM_NAME = "Moderation notices"
+#: Every kind of intent the executor knows.
+KINDS = ("ban", "unban", "kick", "redact", "send", "dm", "power", "join_rule", "acl", "state")
+#: State event types whose changes are serialised (a read-modify-write each).
+SERIALISED = {"power": "m.room.power_levels", "join_rule": "m.room.join_rules", "acl": "m.room.server_acl"}
+DEFAULT_PRIORITY = {
+    "ban": Priority.BAN,
+    "unban": Priority.MEMBERSHIP,
+    "kick": Priority.MEMBERSHIP,
+    "power": Priority.MEMBERSHIP,
+    "redact": Priority.REDACT,
+    "join_rule": Priority.BAN,
+    "acl": Priority.BAN,
+    "state": Priority.STATE,
+    "send": Priority.MESSAGE,
+    "dm": Priority.MESSAGE,
+}
+
+
+@attrs.frozen
+class Result:
+    """How an intent ended: ``ok``; what it learned (an event id, a previous level); why not."""
+
+    ok: bool
+    value: Mapping[str, Any] = attrs.field(factory=dict)
+    error: str | None = None
+
+
+def intent(
+    kind: str, room_id: str, *, key: str | None = None, priority: int | None = None, **payload: Any
+) -> NewIntent:
+    """A :class:`NewIntent` with the kind's default priority."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown intent kind {kind!r}")
+    return NewIntent(kind, room_id, payload, DEFAULT_PRIORITY[kind] if priority is None else priority, key)
+
+
+class Outbox:
+    """Records intents and carries them out, once each."""
+
+    def __init__(self, ledger: Ledger, api: Api) -> None:
+        self.ledger = ledger
+        self.api = api
+        self._state_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._dm_locks: dict[str, asyncio.Lock] = {}
+        #: Rows being executed in this process, with their outcome: a second ``run`` of one row
+        #: (a replay racing its original) waits for the first instead of acting twice.
+        self._running: dict[int, asyncio.Future[Result]] = {}
+        self.failed_count = 0
+        self.done_count = 0
+
+    # -- recording and running ---------------------------------------------------------------------
+
+    async def do(self, new: NewIntent, claim: tuple[str, str] | None = None) -> Result:
+        """Record one intent and carry it out."""
+        [row] = await self.ledger.add_intents([new], claim)
+        return await self.run_one(row)
+
+    async def do_all(self, intents: Sequence[NewIntent]) -> list[Result]:
+        """Record intents in one transaction and carry them out concurrently."""
+        rows = await self.ledger.add_intents(intents)
+        return await self.run(rows)
+
+    async def run(self, rows: Sequence[IntentRow]) -> list[Result]:
+        """Carry out recorded rows concurrently; one result per row, in order."""
+        return list(await asyncio.gather(*(self.run_one(row) for row in rows)))
+
+    async def run_one(self, row: IntentRow) -> Result:
+        """Carry out one row (at most once at a time in this process); a row already answered
+        gives its recorded result without acting again."""
+        if row.state != "pending":
+            return Result(row.state == "done", row.result, row.error)
+        running = self._running.get(row.id)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._running[row.id] = future
+        try:
+            result = await self._execute(row)
+        except (MatrixError, HomeserverUnavailable) as err:
+            result = Result(False, error=str(err))
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as err:  # a bug in one intent never takes the others down
+            log.exception("intent_crashed", intent_id=row.id, kind=row.kind, error=repr(err))
+            result = Result(False, error=f"{type(err).__name__}: {err}")
+        finally:
+            self._running.pop(row.id, None)
+        await self.ledger.finish_intent(row.id, "done" if result.ok else "failed", dict(result.value), result.error)
+        if result.ok:
+            self.done_count += 1
+        else:
+            self.failed_count += 1
+            log.warning("intent_failed", intent_id=row.id, kind=row.kind, room_id=row.room_id, error=result.error)
+        future.set_result(result)
+        return result
+
+    async def resume(self) -> int:
+        """Carry out every intent left ``pending`` (by a crash); returns how many there were."""
+        rows = await self.ledger.pending_intents()
+        if rows:
+            log.info("outbox_resume", pending=len(rows))
+            await self.run(rows)
+        return len(rows)
+
+    # -- the kinds -----------------------------------------------------------------------------------
+
+    async def _execute(self, row: IntentRow) -> Result:
+        p = row.payload
+        if row.kind in ("ban", "unban", "kick"):
+            return await self._membership(row.kind, row.room_id, str(p["user"]), str(p.get("reason", "")), row.priority)
+        if row.kind == "redact":
+            await self.api.redact(
+                row.room_id, str(p["event_id"]), str(p.get("reason", "")), txn=txn_id(row.key), priority=row.priority
+            )
+            return Result(True)
+        if row.kind == "send":
+            event_id = await self.api.send(
+                row.room_id,
+                dict(p["content"]),
+                event_type=str(p.get("event_type", "m.room.message")),
+                txn=txn_id(row.key),
+                priority=row.priority,
+            )
+            return Result(True, {"event_id": event_id})
+        if row.kind == "dm":
+            return await self._dm(row)
+        if row.kind in SERIALISED:
+            async with self.state_lock(row.room_id, SERIALISED[row.kind]):
+                return await self._change_state(row)
+        if row.kind == "state":
+            event_id = await self.api.put_state(
+                row.room_id, str(p["event_type"]), str(p.get("state_key", "")), dict(p["content"]), row.priority
+            )
+            return Result(True, {"event_id": event_id})
+        return Result(False, error=f"unknown intent kind {row.kind!r}")
+
+    async def _membership(self, action: str, room_id: str, user: str, reason: str, priority: int) -> Result:
+        try:
+            if action == "ban":
+                await self.api.ban(room_id, user, reason)
+            elif action == "unban":
+                await self.api.unban(room_id, user, reason)
+            else:
+                await self.api.kick(room_id, user, reason)
+            return Result(True)
+        except MatrixError:
+            membership = await self._current_membership(room_id, user)
+            if membership == "unknown":
+                raise
+            already = {
+                "ban": membership == "ban",
+                "unban": membership != "ban",
+                "kick": membership in ("leave", "ban", None),
+            }[action]
+            if already:
+                return Result(True, {"already": membership or "none"})
+            raise
+
+    async def _current_membership(self, room_id: str, user: str) -> str | None:
+        try:
+            content = await self.api.hs.state_event(room_id, "m.room.member", user)
+        except (MatrixError, HomeserverUnavailable):
+            return "unknown"
+        value = (content or {}).get("membership")
+        return value if isinstance(value, str) else None
+
+    def state_lock(self, room_id: str, event_type: str) -> asyncio.Lock:
+        """The lock that serialises read-modify-writes of one state event."""
+        return self._state_locks.setdefault((room_id, event_type), asyncio.Lock())
+
+    async def _change_state(self, row: IntentRow) -> Result:
+        """Apply a power-level, join-rule or ACL change to a fresh read (the caller holds the lock)."""
+        p = row.payload
+        event_type = SERIALISED[row.kind]
+        current = await self.api.hs.state_event(row.room_id, event_type) or {}
+        if row.kind == "power":
+            user = str(p["user"])
+            users = dict(current.get("users") or {})
+            before = users.get(user)
+            noted = dict(row.result)
+            if "previous" not in noted:
+                # Record what we replace before replacing it: a resumed mute must not take its own
+                # muted level for the user's old one.
+                noted = {"previous": before, "had_entry": user in users}
+                await self.ledger.note_intent(row.id, noted)
+            if "only_if" in p and before != p["only_if"]:
+                return Result(True, {**noted, "left_alone": True, "found": before})
+            level = p.get("level")
+            if level == "muted":
+                level = PowerLevels.from_content(current).muted_level()
+            if level is None:
+                users.pop(user, None)
+            else:
+                users[user] = level
+            if users == dict(current.get("users") or {}):
+                return Result(True, {**noted, "level": level, "unchanged": True})
+            await self.api.put_state(row.room_id, event_type, "", {**current, "users": users}, row.priority)
+            return Result(True, {**noted, "level": level})
+        if row.kind == "join_rule":
+            whole = await self._state_event_whole(row.room_id, event_type)
+            found_event = whole.get("event_id")
+            found_rule = (
+                (whole.get("content") or {}).get("join_rule") if isinstance(whole.get("content"), Mapping) else None
+            )
+            if "only_if_event" in p and p["only_if_event"] is not None and found_event != p["only_if_event"]:
+                return Result(True, {"left_alone": True, "found": found_rule})
+            if "only_if_rule" in p and found_rule != p["only_if_rule"]:
+                return Result(True, {"left_alone": True, "found": found_rule})
+            content = dict(p["content"])
+            event_id = await self.api.put_state(row.room_id, event_type, "", content, row.priority)
+            return Result(True, {"event_id": event_id, "found": found_rule})
+        # acl: the wanted ACL, unless it is already in force
+        wanted = dict(p["content"])
+        if {k: current.get(k) for k in wanted} == wanted:
+            return Result(True, {"unchanged": True})
+        event_id = await self.api.put_state(row.room_id, event_type, "", wanted, row.priority)
+        return Result(True, {"event_id": event_id})
+
+    async def _state_event_whole(self, room_id: str, event_type: str) -> Mapping[str, Any]:
+        """The state event with its id (who set it tells whether it is still ours)."""
+        try:
+            reply = await self.api.hs.request(
+                "GET", f"{API}/rooms/{q(room_id)}/state/{q(event_type)}/", query={"format": "event"}
+            )
+        except MatrixError as err:
+            if err.status == 404:
+                return {}
+            raise
+        return reply if isinstance(reply, Mapping) else {}
+
+    async def _dm(self, row: IntentRow) -> Result:
+        user = str(row.payload["user"])
+        async with self._dm_locks.setdefault(user, asyncio.Lock()):
+            room_id = await self.ledger.dm_room(user)
+            if room_id is None and row.result.get("creating"):
+                room_id = await self._find_dm_room(user)  # a creation cut short by a crash
+            if room_id is None:
+                await self.ledger.note_intent(row.id, {"creating": True})
+                room_id = await self.api.create_room(
+                    {"invite": [user], "is_direct": True, "preset": "trusted_private_chat", "name": DM_ROOM_NAME}
+                )
+            await self.ledger.set_dm_room(user, room_id)
+        event_id = await self.api.send(
+            room_id, dict(row.payload["content"]), txn=txn_id(row.key), priority=row.priority
+        )
+        return Result(True, {"event_id": event_id, "room_id": room_id})
+
+    async def _find_dm_room(self, user: str) -> str | None:
+        """The notices room the bot made for ``user`` before a crash, if the homeserver has one."""
+        reply = await self.api.hs.request("GET", f"{API}/joined_rooms")
+        for room_id in reply.get("joined_rooms", []) if isinstance(reply, Mapping) else []:
+            with contextlib.suppress(MatrixError, HomeserverUnavailable):
+                name = await self.api.hs.state_event(room_id, "m.room.name") or {}
+                member = await self.api.hs.state_event(room_id, "m.room.member", user) or {}
+                if name.get("name") == DM_ROOM_NAME and member.get("membership") in ("invite", "join", "leave"):
+                    return str(room_id)
+        return None
+
+
+def text_content(text: str) -> dict[str, Any]:
+    """A plain notice's content (HTML-escaped for the formatted body)."""
+    return {
+        "msgtype": "m.notice",
+        "body": text,
+        "format": "org.matrix.custom.html",
+        "formatted_body": html.escape(text),
+    }

@@ -1,0 +1,160 @@
+"""Small typed fakes of the homeserver edge for unit tests.
+
+:class:`FakeHomeserver` keeps room state the way a homeserver does (membership, power levels,
+join rules, ACLs) and records every write, so the outbox, moderation and the scheduler can be
+checked against what "the homeserver" ends up holding. It subclasses the real :class:`Api`
+(so a method the code calls and the fake lacks is the real one, which fails loudly without a
+transport) and answers reads through a fake :class:`Homeserver` facade.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+from abusebot.matrix import Api, MatrixError
+
+
+class FakeReads:
+    """The read half (``api.hs``): state events and ``/messages`` from the fake's rooms."""
+
+    def __init__(self, server: FakeHomeserver) -> None:
+        self.server = server
+        self.user_id = server.bot
+
+    async def state_event(self, room_id: str, event_type: str, state_key: str = "") -> dict[str, Any] | None:
+        await self.server.tick()
+        event = self.server.state.get(room_id, {}).get((event_type, state_key))
+        return None if event is None else copy.deepcopy(event["content"])
+
+    async def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        await self.server.tick()
+        if "/state/m.room.join_rules/" in path:
+            room_id = path.split("/rooms/")[1].split("/")[0].replace("%21", "!").replace("%3A", ":")
+            event = self.server.state.get(room_id, {}).get(("m.room.join_rules", ""))
+            if event is None:
+                raise MatrixError(404, {"errcode": "M_NOT_FOUND"})
+            return copy.deepcopy(event)
+        if path.endswith("/joined_rooms"):
+            return {"joined_rooms": sorted(self.server.state)}
+        raise MatrixError(404, {"errcode": "M_UNRECOGNIZED", "error": path})
+
+    async def messages(self, room_id: str, start: str | None, **kwargs: Any) -> dict[str, Any]:
+        await self.server.tick()
+        return {"chunk": list(reversed(self.server.timeline.get(room_id, []))), "end": None}
+
+
+class FakeHomeserver(Api):
+    """Writes that change the fake's state; every call yields to the loop (as I/O does), so
+    concurrent read-modify-writes interleave as they would against a real server."""
+
+    def __init__(self, bot: str = "@bot:example.org") -> None:
+        self.bot = bot
+        self.state: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+        self.timeline: dict[str, list[dict[str, Any]]] = {}
+        self.writes: list[tuple[str, str, Any]] = []
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.redacted: list[str] = []
+        self.txns: set[tuple[str, str]] = set()
+        self.fail: dict[str, MatrixError] = {}
+        self._ids = itertools.count(1)
+        self.hs = FakeReads(self)  # type: ignore[assignment]
+
+    async def tick(self) -> None:
+        await asyncio.sleep(0)
+
+    # -- setting up ---------------------------------------------------------------------------------
+
+    def put(self, room_id: str, event_type: str, content: Mapping[str, Any], state_key: str = "") -> str:
+        """Set a state event directly (test set-up, or "someone else" changing it)."""
+        event_id = f"$e{next(self._ids)}"
+        self.state.setdefault(room_id, {})[(event_type, state_key)] = {
+            "event_id": event_id,
+            "type": event_type,
+            "state_key": state_key,
+            "content": copy.deepcopy(dict(content)),
+        }
+        return event_id
+
+    def membership(self, room_id: str, user: str) -> str | None:
+        event = self.state.get(room_id, {}).get(("m.room.member", user))
+        return None if event is None else str(event["content"].get("membership"))
+
+    def users(self, room_id: str) -> dict[str, int]:
+        event = self.state.get(room_id, {}).get(("m.room.power_levels", ""))
+        return dict((event or {}).get("content", {}).get("users", {}))
+
+    def _check(self, what: str) -> None:
+        if what in self.fail:
+            raise self.fail[what]
+
+    # -- the write API --------------------------------------------------------------------------------
+
+    async def ban(self, room_id: str, user_id: str, reason: str) -> None:
+        await self.tick()
+        self._check("ban")
+        self.writes.append(("ban", room_id, user_id))
+        self.put(room_id, "m.room.member", {"membership": "ban", "reason": reason}, user_id)
+
+    async def unban(self, room_id: str, user_id: str, reason: str) -> None:
+        await self.tick()
+        self._check("unban")
+        if self.membership(room_id, user_id) != "ban":
+            raise MatrixError(403, {"errcode": "M_FORBIDDEN", "error": "not banned"})
+        self.writes.append(("unban", room_id, user_id))
+        self.put(room_id, "m.room.member", {"membership": "leave"}, user_id)
+
+    async def kick(self, room_id: str, user_id: str, reason: str) -> None:
+        await self.tick()
+        self._check("kick")
+        if self.membership(room_id, user_id) not in ("join", "invite", "knock"):
+            raise MatrixError(403, {"errcode": "M_FORBIDDEN", "error": "not in the room"})
+        self.writes.append(("kick", room_id, user_id))
+        self.put(room_id, "m.room.member", {"membership": "leave"}, user_id)
+
+    async def redact(self, room_id: str, event_id: str, reason: str, txn: str | None = None, priority: int = 0) -> None:
+        await self.tick()
+        self._check("redact")
+        if (room_id, txn or "") in self.txns:
+            return
+        self.txns.add((room_id, txn or ""))
+        self.writes.append(("redact", room_id, event_id))
+        self.redacted.append(event_id)
+
+    async def put_state(
+        self, room_id: str, event_type: str, state_key: str, content: Mapping[str, Any], priority: int = 0
+    ) -> str:
+        await self.tick()
+        self._check("state")
+        self.writes.append(("state", room_id, (event_type, state_key)))
+        return self.put(room_id, event_type, content, state_key)
+
+    async def send(
+        self,
+        room_id: str,
+        content: Mapping[str, Any],
+        *,
+        event_type: str = "m.room.message",
+        txn: str | None = None,
+        priority: int = 0,
+    ) -> str:
+        await self.tick()
+        self._check("send")
+        if txn is not None and (room_id, txn) in self.txns:
+            return "$dedup"
+        if txn is not None:
+            self.txns.add((room_id, txn))
+        self.sent.append((room_id, dict(content)))
+        return f"$m{next(self._ids)}"
+
+    async def create_room(self, body: Mapping[str, Any]) -> str:
+        await self.tick()
+        room_id = f"!dm{next(self._ids)}:example.org"
+        self.writes.append(("create_room", room_id, dict(body)))
+        self.put(room_id, "m.room.name", {"name": body.get("name", "")})
+        for user in body.get("invite", []):
+            self.put(room_id, "m.room.member", {"membership": "invite"}, user)
+        return room_id
