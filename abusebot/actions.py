@@ -358,7 +358,7 @@ class Moderation:
         if dm_sent is False:
             extra.append("the user could not be notified")
         line = action_line(
-            verb=verb if ok else f"FAILED to {verb.lower()}",
+            verb=verb if ok else f"FAILED to {INFINITIVES.get(infraction.kind, verb.lower())}",
             actor=actor.name,
             subject=infraction.subject,
             where=self.where(scope),
@@ -1052,6 +1052,8 @@ class Moderation:
 #: The intent kind that carries out each kind of infraction in a room.
 PRIMARY = {"ban": "ban", "mute": "power", "kick": "kick"}
 VERBS = {"ban": "Banned", "mute": "Muted", "kick": "Kicked", "warning": "Warned", "note": "Noted"}
+#: The same, for a line saying it failed ("FAILED to ban", not "FAILED to banned").
+INFINITIVES = {"ban": "ban", "mute": "mute", "kick": "kick", "warning": "warn", "note": "note"}
 
 
 def redact_intent(room_id: str, event_id: str, reason: str, priority: int | None = None) -> NewIntent:

@@ -26,7 +26,9 @@ from abusebot.audit import Message, bullet_list, room_pill
 from abusebot.commands import CommandHandler
 from abusebot.config import Config
 from abusebot.events import Event, parse_event
+from abusebot.features import load_all as load_features
 from abusebot.files import Session, load_session, prepare_data_dir, save_session, take_session_from_ledger
+from abusebot.host import FACTORIES, Host, Role
 from abusebot.ledger import Ledger
 from abusebot.matrix import Api, Homeserver, HomeserverUnavailable, MatrixError, WriteQueue
 from abusebot.outbox import Outbox
@@ -40,6 +42,8 @@ log = structlog.get_logger("abusebot.bot")
 
 #: Timeline events per room per sync; Synapse's default of 10 makes gaps common.
 TIMELINE_LIMIT = 100
+#: Rooms joined at once at start.
+JOIN_CONCURRENCY = 8
 #: At most this many events are fetched to fill one gap (a limited sync) before we move on.
 MAX_GAP_EVENTS = 2000
 SYNC_FILTER = json.dumps(
@@ -75,6 +79,7 @@ class Bot:
         self.last_sync_at: float | None = None
         self.last_event_ts: int | None = None
         self.events_handled = 0
+        #: Extra observers of every event after the features (tests and benchmarks use them).
         self.hooks: list[EventHook] = []
         self._awaiting_invite: set[str] = set()
         self._batch_tasks: set[asyncio.Task[None]] = set()
@@ -89,6 +94,7 @@ class Bot:
         self.outbox: Outbox
         self.pipeline: Pipeline
         self.policies: PolicyManager
+        self.host: Host
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -118,9 +124,6 @@ class Bot:
         await self.pipeline.load()
         self.pipeline.spawn = self.spawn
         self.policies = PolicyManager(cfg, self.store, self.moderation, self.ledger)
-        # Policy lists first: a listed user who joins is banned before protections look at them.
-        self.hooks.append(self.policies.handle)
-        self.hooks.append(self.pipeline.handle)
         self.commands = CommandHandler(
             self.moderation,
             self.store,
@@ -130,15 +133,20 @@ class Bot:
             policies=self.policies,
         )
         self.scheduler = Scheduler(self.ledger, self.moderation, alert_after=cfg.expiry_alert_after)
-        self.scheduler.register("unlock", self.pipeline.executor.unlock_job, "restoring a room's join rule")
+        self.scheduler.register("command", self.commands.command_job, "answering a command")
+        self.host = Host(self.store, self.ledger)
+        for name in load_features():
+            self.host.add(FACTORIES[name](self))
+        for spec in self.host.commands():
+            self.commands.add(spec)
         await self._join_rooms()
         # After the management room is known (a resumed line posts there), before any new event:
         # what a crash left half done is finished first.
-        await self.pipeline.executor.resume_locks()
         resumed = await self.moderation.resume()
-        if resumed:
-            log.warning("resumed_after_crash", infractions=resumed)
-        await self.policies.load()
+        await self.host.start()
+        commands = await self.commands.resume()
+        if resumed or commands:
+            log.warning("resumed_after_crash", infractions=resumed, commands=commands)
         if await self.ledger.get_kv("sync_token") is None:
             await self._first_sync()
         self.scheduler.start()
@@ -154,11 +162,11 @@ class Bot:
     async def close(self) -> None:
         """Stop background work and close connections."""
         with contextlib.suppress(AttributeError):
+            await self.commands.close()
+        with contextlib.suppress(AttributeError):
             await self.scheduler.stop()
         with contextlib.suppress(AttributeError):
-            await self.pipeline.executor.close()
-        with contextlib.suppress(AttributeError):
-            await self.policies.close()
+            await self.host.stop()
         with contextlib.suppress(AttributeError):
             await self.queue.close()
         with contextlib.suppress(AttributeError):
@@ -251,18 +259,29 @@ class Bot:
         extra = await self.ledger.added_rooms()
         replaced = await self.ledger.room_upgrades()
         wanted = [*cfg.protected_rooms, *extra]
-        for number, room in enumerate(wanted, 1):
-            try:
-                room_id = await self._join(room)
-            except MatrixError as err:
-                await self._await_invite(room)
-                log.error("cannot_join_protected_room", room=room, error=str(err), note="will join when invited")
-                continue
-            if room_id in replaced:  # upgraded while we were away: protect the successor instead
-                continue
-            self.store.protect(room_id)
-            if len(wanted) > 20 and number % 20 == 0:
-                log.info("joining_rooms", done=number, total=len(wanted))
+        # A few joins at a time (each is a join and a state read): 500 rooms one by one took
+        # most of a minute. Rooms are protected in the configured order all the same.
+        gate = asyncio.Semaphore(JOIN_CONCURRENCY)
+        done = 0
+
+        async def join(room: str) -> str | None:
+            nonlocal done
+            async with gate:
+                try:
+                    return await self._join(room)
+                except MatrixError as err:
+                    await self._await_invite(room)
+                    log.error("cannot_join_protected_room", room=room, error=str(err), note="will join when invited")
+                    return None
+                finally:
+                    done += 1
+                    if len(wanted) > 20 and done % 50 == 0:
+                        log.info("joining_rooms", done=done, total=len(wanted))
+
+        for room_id in await asyncio.gather(*(join(room) for room in wanted)):
+            # A room upgraded while we were away is not protected: its successor (in ``extra``) is.
+            if room_id is not None and room_id not in replaced:
+                self.store.protect(room_id)
 
     async def _await_invite(self, room: str) -> None:
         """Remember a configured room we could not join, so its invite is accepted later."""
@@ -328,7 +347,7 @@ class Bot:
         return (
             room_id == self.store.management_id
             or self.store.is_protected(room_id)
-            or (hasattr(self, "policies") and self.policies.is_list_room(room_id))
+            or (hasattr(self, "host") and bool(self.host.roles_of(room_id)))
         )
 
     async def handle_sync(self, response: Mapping[str, Any], since: str | None) -> None:
@@ -437,8 +456,8 @@ class Bot:
             self.last_event_ts = event.origin_server_ts
         if event.sender == self.hs.user_id:
             # Never react to ourselves; but our own published rules are rules like any other.
-            if event.is_state and self.policies.is_list_room(event.room_id):
-                await self.policies.handle(event)
+            if event.is_state and Role.POLICY_LIST in self.host.roles_of(event.room_id):
+                await self.host.dispatch(event, only={Role.POLICY_LIST})
             return
         bound = log.bind(room_id=event.room_id, event_id=event.event_id, sender=event.sender)
         try:
@@ -452,10 +471,13 @@ class Bot:
             await self.commands.handle(event)
         except Exception as err:
             bound.exception("event_handler_failed", handler="commands", error=repr(err), type=event.type)
+        # Every feature that wants the event, each isolated and timed (the host logs a failure
+        # with the feature's name and goes on with the others).
+        await self.host.dispatch(event)
         for hook in self.hooks:
             try:
                 await hook(event)
-            except Exception as err:  # one failing hook never skips the others
+            except Exception as err:  # an observer failing never matters to the rest
                 name = getattr(hook, "__qualname__", repr(hook))
                 bound.exception("event_handler_failed", handler=name, error=repr(err), type=event.type)
 
@@ -510,8 +532,6 @@ class Bot:
             for key, count in sorted(counts.items())
             if key.startswith("infractions_")
         )
-        enabled = [f"{n} ({s.mode})" for n, s in sorted(self.pipeline.setups.items()) if s.enabled]
-        disabled = [n for n, s in sorted(self.pipeline.setups.items()) if not s.enabled]
         head = [
             f"abusebot {__version__} for {self.moderation.community}, "
             f"up {uptime // 3600}h{uptime % 3600 // 60:02d}m{uptime % 60:02d}s; "
@@ -519,11 +539,9 @@ class Bot:
             f"Sync: {lag}; {self.events_handled} events handled; rate-limited writes: {self.queue.rate_limited_count}",
             f"Ledger: infractions {infractions or 'none'}; {counts.get('audit_rows', 0)} audit rows; "
             f"{counts.get('pending_lifts', 0)} pending lift(s)",
-            "Protections: "
-            + (", ".join(enabled) if enabled else "none enabled")
-            + (f"; off: {', '.join(disabled)}" if disabled else "")
-            + " (details: !mod protections)",
-            "Policy lists: " + "; ".join(self.policies.describe()),
+            f"Outbox: {await self.ledger.outbox_depth()} intent(s) waiting; "
+            f"{self.outbox.done_count} done, {self.outbox.failed_count} failed since start",
+            *self.host.status(),
             f"Rooms with a problem: {len(problems)} of {len(rooms)}" + (" (details: !mod rooms)" if problems else ""),
         ]
         listing = self._problem_list(head[-1], problems)

@@ -7,12 +7,15 @@ came from moving such a check; here it is one function, called from one place.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import html
 import re
+import time
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
 from html.parser import HTMLParser
+from typing import Any
 from urllib.parse import unquote
 
 import attrs
@@ -23,8 +26,9 @@ from abusebot.actions import Actor, Moderation, Outcome, Scope
 from abusebot.audit import Message, bullet_list, history_message, room_pill, standing_line
 from abusebot.config import ConfigError
 from abusebot.durations import EXAMPLES, DurationError, mentions_a_duration, take_duration
-from abusebot.events import Event
-from abusebot.ledger import now_ms
+from abusebot.escalation import Ladder
+from abusebot.events import Event, parse_event
+from abusebot.ledger import Job, now_ms
 from abusebot.matrix import HomeserverUnavailable, MatrixError
 from abusebot.pipeline import Pipeline
 from abusebot.rooms import RoomStore
@@ -40,6 +44,8 @@ MATRIX_TO = re.compile(r"^https://matrix\.to/#/(@[^?/]+)")
 MAX_REASON = 1000
 DEFAULT_REDACT_COUNT = 25
 MAX_REDACT_COUNT = 1000
+#: A command not answered after this long is looked at again by the scheduler.
+COMMAND_WATCHDOG_MS = 10 * 60_000
 
 
 # -- the checkpoint ----------------------------------------------------------------------------
@@ -149,57 +155,27 @@ class UsageError(Exception):
         super().__init__(problem)
 
 
+#: Parses a command's words (after ``--room`` and the flags are taken out): (name, args, room, flags).
+Parser = Callable[[str, list[str], "str | None", frozenset[str]], "Parsed"]
+#: Runs a parsed, authorized command: (handler, parsed, auth, actor) → the reply.
+Runner = Callable[["CommandHandler", "Parsed", "Authorized", Actor], Awaitable[Message]]
+
+
 @attrs.frozen
 class Spec:
-    """One command: its usage line, what it does, and whether protected-room admins may use it."""
+    """One row of the one command table: its usage line, what it does, who may use it where, the
+    flags it takes, how its words are parsed and what runs it. Features add rows of their own."""
 
+    name: str
     usage: str
     help: str
+    parse: Parser
+    run: Runner
     room_admins: bool = True
+    flags: frozenset[str] = frozenset()
+    #: Whether ``--room`` makes sense (shown in its help).
+    scoped: bool = True
 
-
-SPECS: Mapping[str, Spec] = {
-    "help": Spec("help [command]", "List the commands, or explain one."),
-    "warn": Spec("warn <user> <reason…>", "Warn a user: recorded, and the user is told politely."),
-    "mute": Spec(
-        "mute <user> <duration> [reason…]",
-        "Mute a user (power level below events_default) for a duration like 30s, 10m, 2h, 7d, 4w.",
-    ),
-    "unmute": Spec("unmute <user> [reason…]", "Lift a user's mute, restoring their old power level."),
-    "kick": Spec("kick <user> [reason…]", "Remove a user from the rooms; they may rejoin."),
-    "ban": Spec(
-        "ban <user> [duration] [reason…] [--list|--no-list]",
-        "Ban a user; without a duration the ban is permanent. With a published policy list, permanent bans "
-        "(or any ban with --list) are also written to it.",
-    ),
-    "unban": Spec("unban <user> [reason…]", "Lift a user's ban."),
-    "redact": Spec(
-        "redact <user> [count]", f"Remove the user's recent messages (default {DEFAULT_REDACT_COUNT} per room)."
-    ),
-    "note": Spec("note <user> <text…>", "Add a private note to a user's record.", room_admins=False),
-    "history": Spec("history <user>", "Show a user's infractions, newest first.", room_admins=False),
-    "pardon": Spec(
-        "pardon <infraction-id> [reason…]",
-        "Revoke an infraction; the record stays, marked pardoned.",
-        room_admins=False,
-    ),
-    "status": Spec("status", "Rooms, uptime, ledger counts and sync lag.", room_admins=False),
-    "rooms": Spec(
-        "rooms", "The protected rooms, and in which of them I lack a power I need.", room_admins=False
-    ),
-    "unlock": Spec("unlock <room>", "End a join-wave lock early, restoring the room's join rule."),
-    "protections": Spec(
-        "protections [enable <name> | disable <name> | mode <name> act|observe | set <name> <key> <value>]",
-        "List the protections, or change one (persisted).",
-        room_admins=False,
-    ),
-    "lists": Spec(
-        "lists [watch <room> [--dont-apply] [--allow] [--no-auto-unban] | unwatch <room> | preview <room>"
-        " | create <#alias:server>]",
-        "Policy lists: show them, follow or stop following one, preview what one would do, create ours.",
-        room_admins=False,
-    ),
-}
 
 #: Flags some commands take; anything else starting with -- is part of the reason.
 FLAGS = frozenset({"--list", "--no-list", "--dont-apply", "--allow", "--no-auto-unban"})
@@ -253,89 +229,106 @@ def _reason(words: list[str]) -> str:
     return text[:MAX_REASON]
 
 
-def parse_command(text: str, prefix: str = "!mod") -> Parsed:
+def parse_command(text: str, prefix: str = "!mod", table: Mapping[str, Spec] | None = None) -> Parsed:
     """Parse ``text`` (which starts with ``prefix``) or raise :class:`UsageError`."""
+    table = SPECS if table is None else table
     words = text.split()
     if not words or words[0].lower() != prefix.lower():
         raise UsageError("help", f"commands start with {prefix}")
     if len(words) == 1:
         return Parsed("help")
     name = words[1].lower()
-    if name not in SPECS:
-        close = difflib.get_close_matches(name, list(SPECS), n=1, cutoff=0.6) if name.isalpha() else []
+    if name not in table:
+        close = difflib.get_close_matches(name, list(table), n=1, cutoff=0.6) if name.isalpha() else []
         hint = f"; did you mean {prefix} {close[0]}?" if close else ""
         raise UsageError("help", f"unknown command {words[1][:40]!r}{hint}")
     args, room = _take_room_flag(words[2:], name)
     flags = frozenset(word for word in args if word in FLAGS)
     args = [word for word in args if word not in FLAGS]
-    allowed = {"ban": {"--list", "--no-list"}, "lists": {"--dont-apply", "--allow", "--no-auto-unban"}}
-    stray = flags - allowed.get(name, set())
+    stray = flags - table[name].flags
     if stray:
         raise UsageError(name, f"{name} does not take {', '.join(sorted(stray))}")
     if {"--list", "--no-list"} <= flags:
         raise UsageError(name, "--list and --no-list contradict each other")
+    return table[name].parse(name, args, room, flags)
 
-    if name == "help":
-        return Parsed(name, topic=args[0].lower() if args else None)
-    if name in ("status", "rooms"):
-        if args:
-            raise UsageError(name, f"{name} takes nothing more")
-        return Parsed(name, room=room)
-    if name == "unlock":
-        if len(args) != 1 or not ROOM_REF.fullmatch(args[0]):
-            raise UsageError(name, "which room? Give its id (!id) or alias (#name:server)")
-        return Parsed(name, room=args[0])
-    if name == "protections":
-        return _parse_protections(args)
-    if name == "lists":
-        return _parse_lists(args, flags)
-    if name == "pardon":
-        if not args:
-            raise UsageError(name, "which infraction? Give its id, e.g. 12 or #12.")
-        raw = args[0].lstrip("#")
-        if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-            raise UsageError(name, f"{args[0]!r} is not an infraction id")
-        return Parsed(name, infraction_id=int(raw), reason=_reason(args[1:]), room=room)
 
+def _parse_help(name: str, args: list[str], room: str | None, flags: frozenset[str]) -> Parsed:
+    return Parsed(name, topic=args[0].lower() if args else None)
+
+
+def _parse_nothing(name: str, args: list[str], room: str | None, flags: frozenset[str]) -> Parsed:
+    if args:
+        raise UsageError(name, f"{name} takes nothing more")
+    return Parsed(name, room=room)
+
+
+def _parse_room(name: str, args: list[str], room: str | None, flags: frozenset[str]) -> Parsed:
+    if len(args) != 1 or not ROOM_REF.fullmatch(args[0]):
+        raise UsageError(name, "which room? Give its id (!id) or alias (#name:server)")
+    return Parsed(name, room=args[0])
+
+
+def _parse_infraction(name: str, args: list[str], room: str | None, flags: frozenset[str]) -> Parsed:
+    if not args:
+        raise UsageError(name, "which infraction? Give its id, e.g. 12 or #12.")
+    raw = args[0].lstrip("#")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise UsageError(name, f"{args[0]!r} is not an infraction id")
+    return Parsed(name, infraction_id=int(raw), reason=_reason(args[1:]), room=room)
+
+
+def _parse_user(name: str, args: list[str], room: str | None, flags: frozenset[str]) -> Parsed:
+    """``<user> [reason…]`` (unmute, kick, unban, history)."""
+    return Parsed(name, user=_user(args, name), reason=_reason(args[1:]), room=room)
+
+
+def _parse_user_text(name: str, args: list[str], room: str | None, flags: frozenset[str]) -> Parsed:
+    """``<user> <text…>``: the text is required (warn, note)."""
+    user = _user(args, name)
+    if not args[1:]:
+        raise UsageError(name, "a reason is required" if name == "warn" else "what should the note say?")
+    return Parsed(name, user=user, reason=_reason(args[1:]), room=room)
+
+
+def _parse_sanction(name: str, args: list[str], room: str | None, flags: frozenset[str]) -> Parsed:
+    """``<user> [duration] [reason…]`` (mute needs the duration)."""
     user = _user(args, name)
     rest = args[1:]
-    if name in ("warn", "note"):
-        if not rest:
-            raise UsageError(name, "a reason is required" if name == "warn" else "what should the note say?")
-        return Parsed(name, user=user, reason=_reason(rest), room=room)
-    if name in ("mute", "ban"):
-        # Never guessed: a duration it clearly is, or a refusal; a failed one is never a reason.
-        try:
-            duration, used = take_duration(rest)
-        except DurationError as err:
-            raise UsageError(name, str(err)) from err
-        if name == "mute" and duration is None:
-            word = f"{rest[0][:40]!r} is not a duration; " if rest else ""
-            raise UsageError(name, f"{word}how long? ({EXAMPLES})")
-        misplaced = mentions_a_duration(rest[used:]) if duration is None else None
-        if misplaced:
-            raise UsageError(
-                name,
-                f"the reason says {misplaced!r}: write the duration right after the user "
-                "(a ban without one is permanent), or reword the reason",
-            )
-        return Parsed(name, user=user, duration_s=duration, reason=_reason(rest[used:]), room=room, flags=flags)
-    if name == "redact":
-        count = DEFAULT_REDACT_COUNT
-        if rest:
-            # ASCII only: "²".isdigit() is True but int("²") raises; long strings would hit int()'s digit limit.
-            word = rest[0]
-            if not (word.isascii() and word.isdigit()) or len(word) > 6 or not 1 <= int(word) <= MAX_REDACT_COUNT:
-                raise UsageError(name, f"count must be a number from 1 to {MAX_REDACT_COUNT}")
-            count = int(rest[0])
-            if len(rest) > 1:
-                raise UsageError(name, "redact takes only a user and a count")
-        return Parsed(name, user=user, count=count, room=room)
-    # unmute, kick, unban, history
-    return Parsed(name, user=user, reason=_reason(rest), room=room)
+    # Never guessed: a duration it clearly is, or a refusal; a failed one is never a reason.
+    try:
+        duration, used = take_duration(rest)
+    except DurationError as err:
+        raise UsageError(name, str(err)) from err
+    if name == "mute" and duration is None:
+        word = f"{rest[0][:40]!r} is not a duration; " if rest else ""
+        raise UsageError(name, f"{word}how long? ({EXAMPLES})")
+    misplaced = mentions_a_duration(rest[used:]) if duration is None else None
+    if misplaced:
+        raise UsageError(
+            name,
+            f"the reason says {misplaced!r}: write the duration right after the user "
+            "(a ban without one is permanent), or reword the reason",
+        )
+    return Parsed(name, user=user, duration_s=duration, reason=_reason(rest[used:]), room=room, flags=flags)
 
 
-def _parse_protections(args: list[str]) -> Parsed:
+def _parse_redact(name: str, args: list[str], room: str | None, flags: frozenset[str]) -> Parsed:
+    user = _user(args, name)
+    rest = args[1:]
+    count = DEFAULT_REDACT_COUNT
+    if rest:
+        # ASCII only: "²".isdigit() is True but int("²") raises; long strings would hit int()'s digit limit.
+        word = rest[0]
+        if not (word.isascii() and word.isdigit()) or len(word) > 6 or not 1 <= int(word) <= MAX_REDACT_COUNT:
+            raise UsageError(name, f"count must be a number from 1 to {MAX_REDACT_COUNT}")
+        count = int(rest[0])
+        if len(rest) > 1:
+            raise UsageError(name, "redact takes only a user and a count")
+    return Parsed(name, user=user, count=count, room=room)
+
+
+def _parse_protections(name: str, args: list[str], room: str | None, flags: frozenset[str]) -> Parsed:
     if not args:
         return Parsed("protections")
     verb = args[0].lower()
@@ -353,7 +346,7 @@ def _parse_protections(args: list[str]) -> Parsed:
     raise UsageError("protections", f"unknown sub-command {args[0][:30]!r}")
 
 
-def _parse_lists(args: list[str], flags: frozenset[str]) -> Parsed:
+def _parse_lists(name: str, args: list[str], room: str | None, flags: frozenset[str]) -> Parsed:
     if not args:
         if flags:
             raise UsageError("lists", "options go with watch")
@@ -372,26 +365,28 @@ def _parse_lists(args: list[str], flags: frozenset[str]) -> Parsed:
     return Parsed("lists", words=(verb, args[1]), flags=flags)
 
 
-def help_message(prefix: str, topic: str | None) -> Message:
+def help_message(prefix: str, topic: str | None, table: Mapping[str, Spec] | None = None) -> Message:
     """The help text: all commands, or one."""
-    if topic and topic in SPECS:
-        spec = SPECS[topic]
+    table = SPECS if table is None else table
+    if topic and topic in table:
+        spec = table[topic]
         plain = f"{prefix} {spec.usage}\n{spec.help}"
-        if topic not in ("help", "status", "history", "note", "pardon"):
+        if spec.scoped:
             plain += "\nBy default this acts in all protected rooms; add --room ROOM to narrow it."
         return Message(plain, "<br>".join(html.escape(line) for line in plain.splitlines()))
-    lines = [f"{prefix} {spec.usage} — {spec.help}" for spec in SPECS.values()]
+    lines = [f"{prefix} {spec.usage} — {spec.help}" for spec in table.values()]
     head = "Commands (users as @user:server or a mention; durations like 30s, 10m, 2h, 7d, 4w):"
     plain = "\n".join([head, *lines])
     items = "".join(
-        f"<li><code>{html.escape(prefix + ' ' + s.usage)}</code> — {html.escape(s.help)}</li>" for s in SPECS.values()
+        f"<li><code>{html.escape(prefix + ' ' + s.usage)}</code> — {html.escape(s.help)}</li>" for s in table.values()
     )
     return Message(plain, f"<p>{html.escape(head)}</p><ul>{items}</ul>")
 
 
-def usage_message(prefix: str, err: UsageError) -> Message:
+def usage_message(prefix: str, err: UsageError, table: Mapping[str, Spec] | None = None) -> Message:
     """A clear error with the usage line."""
-    spec = SPECS.get(err.command, SPECS["help"])
+    table = SPECS if table is None else table
+    spec = table.get(err.command, table["help"])
     plain = f"⚠️ {err.problem}\nUsage: {prefix} {spec.usage}"
     if err.command == "help":
         plain += f"\nSay '{prefix} help' for the list of commands."
@@ -421,6 +416,17 @@ class CommandHandler:
         self.status = status
         self.pipeline = pipeline
         self.policies = policies
+        #: The one command table: the core's rows and every feature's (:meth:`add`).
+        self.table: dict[str, Spec] = dict(SPECS)
+        #: Commands in flight (event id → task) and one lane (a lock) per room.
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._lanes: dict[str, asyncio.Lock] = {}
+
+    def add(self, spec: Spec) -> None:
+        """Add a feature's command to the table (names are unique)."""
+        if spec.name in self.table:
+            raise ValueError(f"a command named {spec.name!r} already exists")
+        self.table[spec.name] = spec
 
     def is_command(self, event: Event) -> str | None:
         """The command text when ``event`` addresses the bot, else ``None``."""
@@ -455,6 +461,80 @@ class CommandHandler:
             )
             log.info("command_ignored", sender=event.sender, room_id=event.room_id, event_id=event.event_id)
             return False
+        # Claimed once answered (with the reply, or with the infraction a crash left to resume):
+        # a command replayed before that runs again, and its actions find their own records.
+        if await self.moderation.ledger.is_processed(event.event_id, "command"):
+            log.info("command_replayed", event_id=event.event_id)
+            return True
+        # Recorded before the sync checkpoint moves past it, run off the sync loop: a long
+        # command (a 1,000-message redaction, a ban across 500 rooms) never holds up the
+        # protections. Commands of one room run in the order they were given.
+        await self.moderation.ledger.add_job(
+            "command", event.event_id, now_ms() + COMMAND_WATCHDOG_MS, {"event": dict(event.raw), "room": event.room_id}
+        )
+        self._start(event, text, auth)
+        return True
+
+    def _start(self, event: Event, text: str, auth: Authorized) -> None:
+        if event.event_id in self._running:
+            return
+        task = asyncio.create_task(self._run_in_lane(event, text, auth), name=f"command {event.event_id}")
+        self._running[event.event_id] = task
+        task.add_done_callback(lambda _: self._running.pop(event.event_id, None))
+
+    async def _run_in_lane(self, event: Event, text: str, auth: Authorized) -> None:
+        async with self._lanes.setdefault(event.room_id, asyncio.Lock()):
+            try:
+                await self.execute(event, text, auth)
+            except Exception as err:  # logged by name; the job stays pending and is retried
+                log.exception("command_crashed", event_id=event.event_id, error=repr(err))
+                return
+            await self.moderation.ledger.complete_job("command", event.event_id)
+
+    async def drain(self) -> None:
+        """Wait for every command in flight (tests, and a clean stop)."""
+        while self._running:
+            await asyncio.gather(*list(self._running.values()), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop the commands in flight: their jobs stay pending, so the next start runs them."""
+        for task in list(self._running.values()):
+            task.cancel()
+        await asyncio.gather(*list(self._running.values()), return_exceptions=True)
+
+    async def resume(self) -> int:
+        """At start: run again the commands a crash cut short (recorded, never answered)."""
+        resumed = 0
+        for job in await self.moderation.ledger.pending_jobs("command"):
+            if await self._rerun(job):
+                resumed += 1
+        return resumed
+
+    async def command_job(self, job: Job) -> bool:
+        """The scheduler's handler for a command still unanswered after the watchdog time."""
+        if job.key in self._running:
+            return False  # still running: looked at again later (and said so after a while)
+        await self._rerun(job)
+        return True
+
+    async def _rerun(self, job: Job) -> bool:
+        if await self.moderation.ledger.is_processed(job.key, "command"):
+            await self.moderation.ledger.complete_job("command", job.key)
+            return False
+        raw, room = job.payload.get("event"), job.payload.get("room")
+        event = parse_event(raw, room) if isinstance(raw, dict) and isinstance(room, str) else None
+        text = self.is_command(event) if event is not None else None
+        # Authorized again, now: a moderator demoted meanwhile is not obeyed.
+        auth = authorize(event, self.store, self.moderation) if event is not None and text else None
+        if event is None or text is None or auth is None:
+            await self.moderation.ledger.complete_job("command", job.key)
+            return False
+        log.info("command_resumed", event_id=event.event_id)
+        self._start(event, text, auth)
+        return True
+
+    async def execute(self, event: Event, text: str, auth: Authorized) -> None:
+        """Parse and run an authorized command, and reply (once, however often it is run)."""
         actor = Actor(
             auth.sender,
             "command",
@@ -463,16 +543,12 @@ class CommandHandler:
             reply_is_audit=auth.management,
             room_id=event.room_id,
         )
-        # Claimed once answered (with the reply, or with the infraction a crash left to resume):
-        # a command replayed before that runs again, and its actions find their own records.
-        if await self.moderation.ledger.is_processed(event.event_id, "command"):
-            log.info("command_replayed", event_id=event.event_id)
-            return True
+        started = time.perf_counter()
         try:
-            parsed = parse_command(text, self.prefix)
+            parsed = parse_command(text, self.prefix, self.table)
             reply = await self._run(parsed, auth, actor)
         except UsageError as err:
-            reply = usage_message(self.prefix, err)
+            reply = usage_message(self.prefix, err, self.table)
         except (MatrixError, HomeserverUnavailable) as err:
             reply = Message(f"⚠️ The homeserver refused: {err}", html.escape(f"⚠️ The homeserver refused: {err}"))
         except Exception as err:
@@ -486,8 +562,8 @@ class CommandHandler:
             room_id=event.room_id,
             event_id=event.event_id,
             command=text.split()[1] if len(text.split()) > 1 else "help",
+            ms=round((time.perf_counter() - started) * 1000, 1),
         )
-        return True
 
     async def reply(self, event: Event, message: Message) -> None:
         """Reply to the command event (as a rich reply), cut to fit one event; one reply per
@@ -512,102 +588,122 @@ class CommandHandler:
         return Scope.room(room_id)
 
     async def _run(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
-        m = self.moderation
-        if parsed.name == "help":
-            return help_message(self.prefix, parsed.topic)
-        if not auth.management and not SPECS[parsed.name].room_admins:
+        spec = self.table[parsed.name]
+        if parsed.name != "help" and not auth.management and not spec.room_admins:
             text = f"{self.prefix} {parsed.name} is only available in the management room."
             return Message(text, html.escape(text))
-        if parsed.name == "status":
-            return await self.status()
-        if parsed.name == "protections":
-            return await self._protections(parsed, actor)
-        if parsed.name == "lists":
-            return await self._lists(parsed, actor)
-        if parsed.name == "history":
-            assert parsed.user is not None
-            infractions = await m.ledger.history(parsed.user, limit=500)
-            ladder_ = self.pipeline.ladder if self.pipeline else None
-            standing = None
-            if ladder_ is not None:
-                count, step = ladder_.standing(infractions, now_ms())
-                standing = standing_line(count, str(step), ladder_.decay_days)
-            return history_message(
-                parsed.user,
-                infractions[:25],
-                await m.ledger.count_for(parsed.user),
-                standing=standing,
-                ladder=ladder_,
-                where=m.label_scope,
-            )
-        if parsed.name == "pardon":
-            assert parsed.infraction_id is not None
-            return _reply(await m.pardon(parsed.infraction_id, parsed.reason or "pardoned", actor))
-        if parsed.name == "note":
-            assert parsed.user is not None
-            return _reply(await m.note(parsed.user, parsed.reason, actor))
+        return await spec.run(self, parsed, auth, actor)
 
-        if parsed.name == "rooms":
-            return self.rooms_message()
-        if parsed.name == "unlock":
-            return await self._unlock(parsed, auth, actor)
+    @property
+    def ladder(self) -> Ladder | None:
+        """The escalation ladder, when the protections are loaded."""
+        return self.pipeline.ladder if self.pipeline else None
 
-        scope = await self._scope(parsed, auth)
-        user = parsed.user
-        assert user is not None
-        reason = parsed.reason
-        ladder = self.pipeline.ladder if self.pipeline else None
-        # Moderators choose the level: each command does what was typed. The ladder drives only
-        # the bot's own actions; here it informs (the standing line of the reply).
-        if parsed.name == "warn":
-            outcome = await m.warn(
-                user, reason, actor, scope, level=ladder.level_for("warning", None) if ladder else None
-            )
-        elif parsed.name == "mute":
-            outcome = await m.mute(
-                user,
-                reason or "no reason given",
-                actor,
-                scope,
-                duration_s=parsed.duration_s,
-                level=ladder.level_for("mute", parsed.duration_s) if ladder else None,
-            )
-        elif parsed.name == "unmute":
-            outcome = await m.unmute(user, reason or "unmuted by a moderator", actor, scope)
-        elif parsed.name == "kick":
-            outcome = await m.kick(user, reason or "no reason given", actor, scope)
-        elif parsed.name == "ban":
-            outcome = await m.ban(
-                user,
-                reason or "no reason given",
-                actor,
-                scope,
-                duration_s=parsed.duration_s,
-                level=ladder.level_for("ban", parsed.duration_s) if ladder else None,
-            )
-            if outcome.ok and self._publishes(parsed, scope):
-                assert self.policies is not None
-                await self.policies.publish_ban(user, reason or "banned by the moderators")
-                outcome = _amend(outcome, "published to our policy list")
-        elif parsed.name == "unban":
-            outcome = await m.unban(user, reason or "unbanned by a moderator", actor, scope)
-            if self.policies is not None and scope.key == "*" and await self.policies.unpublish(user):
-                outcome = _amend(outcome, "removed from our policy list")
-        else:  # redact
-            outcome = await m.redact(user, parsed.count or DEFAULT_REDACT_COUNT, "removed by a moderator", actor, scope)
-        reply = _reply(outcome)
-        # The standing draws on confidential records: it is shown in the management room only.
-        if ladder is not None and auth.management and outcome.ok and outcome.infraction is not None:
-            count, step = ladder.standing(await m.ledger.history(user, limit=500), now_ms())
+    async def _standing(self, user: str, reply: Message, auth: Authorized, outcome: Outcome) -> Message:
+        """The reply with the user's standing on the ladder: confidential, shown in the management
+        room only."""
+        ladder = self.ladder
+        if ladder is None or not auth.management or not outcome.ok or outcome.infraction is None:
+            return reply
+        count, step = ladder.standing(await self.moderation.ledger.history(user, limit=500), now_ms())
+        standing = standing_line(count, str(step), ladder.decay_days)
+        return Message(f"{reply.plain}\n{standing.plain}", f"{reply.html}<br>{standing.html}")
+
+    async def _help(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
+        return help_message(self.prefix, parsed.topic, self.table)
+
+    async def _status(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
+        return await self.status()
+
+    async def _rooms(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
+        return self.rooms_message()
+
+    async def _history(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
+        m, user, ladder = self.moderation, _the_user(parsed), self.ladder
+        infractions = await m.ledger.history(user, limit=500)
+        standing = None
+        if ladder is not None:
+            count, step = ladder.standing(infractions, now_ms())
             standing = standing_line(count, str(step), ladder.decay_days)
-            reply = Message(f"{reply.plain}\n{standing.plain}", f"{reply.html}<br>{standing.html}")
-        return reply
+        total = await m.ledger.count_for(user)
+        return history_message(user, infractions[:25], total, standing=standing, ladder=ladder, where=m.label_scope)
+
+    async def _pardon(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
+        assert parsed.infraction_id is not None
+        return _reply(await self.moderation.pardon(parsed.infraction_id, parsed.reason or "pardoned", actor))
+
+    async def _note(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
+        return _reply(await self.moderation.note(_the_user(parsed), parsed.reason, actor))
+
+    # Moderators choose the level: each command does what was typed. The ladder drives only the
+    # bot's own actions; here it informs (the standing line of the reply).
+
+    async def _warn(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
+        user, ladder = _the_user(parsed), self.ladder
+        level = ladder.level_for("warning", None) if ladder else None
+        outcome = await self.moderation.warn(user, parsed.reason, actor, await self._scope(parsed, auth), level=level)
+        return await self._standing(user, _reply(outcome), auth, outcome)
+
+    async def _mute(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
+        user, ladder = _the_user(parsed), self.ladder
+        outcome = await self.moderation.mute(
+            user,
+            parsed.reason or "no reason given",
+            actor,
+            await self._scope(parsed, auth),
+            duration_s=parsed.duration_s,
+            level=ladder.level_for("mute", parsed.duration_s) if ladder else None,
+        )
+        return await self._standing(user, _reply(outcome), auth, outcome)
+
+    async def _unmute(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
+        scope = await self._scope(parsed, auth)
+        outcome = await self.moderation.unmute(
+            _the_user(parsed), parsed.reason or "unmuted by a moderator", actor, scope
+        )
+        return _reply(outcome)
+
+    async def _kick(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
+        user = _the_user(parsed)
+        scope = await self._scope(parsed, auth)
+        outcome = await self.moderation.kick(user, parsed.reason or "no reason given", actor, scope)
+        return await self._standing(user, _reply(outcome), auth, outcome)
+
+    async def _ban(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
+        user, ladder, scope = _the_user(parsed), self.ladder, await self._scope(parsed, auth)
+        reason = parsed.reason
+        outcome = await self.moderation.ban(
+            user,
+            reason or "no reason given",
+            actor,
+            scope,
+            duration_s=parsed.duration_s,
+            level=ladder.level_for("ban", parsed.duration_s) if ladder else None,
+        )
+        if outcome.ok and self._publishes(parsed, scope):
+            assert self.policies is not None
+            await self.policies.publish_ban(user, reason or "banned by the moderators")
+            outcome = _amend(outcome, "published to our policy list")
+        return await self._standing(user, _reply(outcome), auth, outcome)
+
+    async def _unban(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
+        user, scope = _the_user(parsed), await self._scope(parsed, auth)
+        outcome = await self.moderation.unban(user, parsed.reason or "unbanned by a moderator", actor, scope)
+        if self.policies is not None and scope.key == "*" and await self.policies.unpublish(user):
+            outcome = _amend(outcome, "removed from our policy list")
+        return _reply(outcome)
+
+    async def _redact(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
+        scope = await self._scope(parsed, auth)
+        count = parsed.count or DEFAULT_REDACT_COUNT
+        return _reply(await self.moderation.redact(_the_user(parsed), count, "removed by a moderator", actor, scope))
 
     def rooms_message(self) -> Message:
         """``!mod rooms``: each protected room, and the powers the bot lacks where it lacks one."""
         problems = room_problems(self.store, self.moderation.bot_user_id)
         rooms = self.store.protected
         head = f"Protecting {len(rooms)} room(s); {len(problems)} with a problem."
+
         def state(room_id: str) -> str:
             return "missing " + ", ".join(problems[room_id]) if room_id in problems else "all powers I need"
 
@@ -638,7 +734,7 @@ class CommandHandler:
             return False
         return "--list" in parsed.flags or parsed.duration_s is None
 
-    async def _lists(self, parsed: Parsed, actor: Actor) -> Message:
+    async def _lists(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
         """``!mod lists``: show, watch, unwatch, preview or create policy lists."""
         policies = self.policies
         if policies is None:
@@ -674,7 +770,7 @@ class CommandHandler:
         )
         return _text(text)
 
-    async def _protections(self, parsed: Parsed, actor: Actor) -> Message:
+    async def _protections(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
         """``!mod protections``: list, or change one protection (validated, persisted)."""
         if self.pipeline is None:
             return _text("No protections are loaded.")
@@ -729,3 +825,130 @@ def _amend(outcome: Outcome, note: str) -> Outcome:
     if line is not None:
         line = Message(f"{line.plain} — {note}", f"{line.html} — {html.escape(note)}")
     return attrs.evolve(outcome, summary=f"{outcome.summary}; {note}", line=line)
+
+
+def _the_user(parsed: Parsed) -> str:
+    assert parsed.user is not None  # the parser of every command that names a user set it
+    return parsed.user
+
+
+def _row(name: str, usage: str, help_: str, parse: Parser, run: Runner, **options: Any) -> Spec:
+    return Spec(name, usage, help_, parse, run, **options)
+
+
+H = CommandHandler
+#: The one command table of the core; features add their rows (:meth:`CommandHandler.add`).
+SPECS: dict[str, Spec] = {
+    spec.name: spec
+    for spec in (
+        _row("help", "help [command]", "List the commands, or explain one.", _parse_help, H._help, scoped=False),
+        _row(
+            "warn",
+            "warn <user> <reason…>",
+            "Warn a user: recorded, and the user is told politely.",
+            _parse_user_text,
+            H._warn,
+        ),
+        _row(
+            "mute",
+            "mute <user> <duration> [reason…]",
+            "Mute a user (power level below events_default) for a duration like 30s, 10m, 2h, 7d, 4w.",
+            _parse_sanction,
+            H._mute,
+        ),
+        _row(
+            "unmute",
+            "unmute <user> [reason…]",
+            "Lift a user's mute, restoring their old power level.",
+            _parse_user,
+            H._unmute,
+        ),
+        _row("kick", "kick <user> [reason…]", "Remove a user from the rooms; they may rejoin.", _parse_user, H._kick),
+        _row(
+            "ban",
+            "ban <user> [duration] [reason…] [--list|--no-list]",
+            "Ban a user; without a duration the ban is permanent. With a published policy list, permanent bans "
+            "(or any ban with --list) are also written to it.",
+            _parse_sanction,
+            H._ban,
+            flags=frozenset({"--list", "--no-list"}),
+        ),
+        _row("unban", "unban <user> [reason…]", "Lift a user's ban.", _parse_user, H._unban),
+        _row(
+            "redact",
+            "redact <user> [count]",
+            f"Remove the user's recent messages (default {DEFAULT_REDACT_COUNT} per room).",
+            _parse_redact,
+            H._redact,
+        ),
+        _row(
+            "note",
+            "note <user> <text…>",
+            "Add a private note to a user's record.",
+            _parse_user_text,
+            H._note,
+            room_admins=False,
+            scoped=False,
+        ),
+        _row(
+            "history",
+            "history <user>",
+            "Show a user's infractions, newest first.",
+            _parse_user,
+            H._history,
+            room_admins=False,
+            scoped=False,
+        ),
+        _row(
+            "pardon",
+            "pardon <infraction-id> [reason…]",
+            "Revoke an infraction; the record stays, marked pardoned.",
+            _parse_infraction,
+            H._pardon,
+            room_admins=False,
+            scoped=False,
+        ),
+        _row(
+            "status",
+            "status",
+            "Rooms, uptime, ledger counts and sync lag.",
+            _parse_nothing,
+            H._status,
+            room_admins=False,
+            scoped=False,
+        ),
+        _row(
+            "rooms",
+            "rooms",
+            "The protected rooms, and in which of them I lack a power I need.",
+            _parse_nothing,
+            H._rooms,
+            room_admins=False,
+        ),
+        _row(
+            "unlock",
+            "unlock <room>",
+            "End a join-wave lock early, restoring the room's join rule.",
+            _parse_room,
+            H._unlock,
+        ),
+        _row(
+            "protections",
+            "protections [enable <name> | disable <name> | mode <name> act|observe | set <name> <key> <value>]",
+            "List the protections, or change one (persisted).",
+            _parse_protections,
+            H._protections,
+            room_admins=False,
+        ),
+        _row(
+            "lists",
+            "lists [watch <room> [--dont-apply] [--allow] [--no-auto-unban] | unwatch <room> | preview <room>"
+            " | create <#alias:server>]",
+            "Policy lists: show them, follow or stop following one, preview what one would do, create ours.",
+            _parse_lists,
+            H._lists,
+            room_admins=False,
+            flags=frozenset({"--dont-apply", "--allow", "--no-auto-unban"}),
+        ),
+    )
+}

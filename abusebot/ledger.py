@@ -266,6 +266,14 @@ MIGRATIONS: tuple[str, ...] = (
                                  'watched_lists')
         OR key LIKE 'dm_room:%';
     """,
+    # 5: features bring their own tables; which of a feature's migrations ran is recorded here.
+    """
+    CREATE TABLE feature_migrations (
+        feature     TEXT PRIMARY KEY,
+        version     INTEGER NOT NULL,
+        applied_at  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 
@@ -456,6 +464,25 @@ class Ledger:
             except BaseException:
                 await self._db.execute("ROLLBACK")
                 raise
+
+    async def migrate_feature(self, feature: str, migrations: Sequence[str]) -> int:
+        """Apply the migrations of ``feature`` it has not had yet, each in its own transaction with
+        the record that it ran; returns the feature's schema version now."""
+        async with self._db.execute("SELECT version FROM feature_migrations WHERE feature = ?", (feature,)) as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        if version > len(migrations):
+            raise LedgerError(f"{feature}'s tables are at version {version}, newer than this abusebot knows")
+        for number in range(version, len(migrations)):
+            async with self.transaction() as db:
+                for statement in _split_sql(migrations[number]):
+                    await db.execute(statement)
+                await db.execute(
+                    "INSERT INTO feature_migrations (feature, version, applied_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (feature) DO UPDATE SET version = excluded.version, applied_at = excluded.applied_at",
+                    (feature, number + 1, now_ms()),
+                )
+        return len(migrations)
 
     @property
     def schema_version(self) -> int:
@@ -713,6 +740,12 @@ class Ledger:
                     rows[intent.key] = intent
         return [rows[key] for key in keys if key in rows]
 
+    async def intent(self, intent_id: int) -> IntentRow | None:
+        """One outbox row by id."""
+        async with self._db.execute(f"SELECT {_INTENT_COLUMNS} FROM outbox WHERE id = ?", (intent_id,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _intent(row)
+
     async def intents_for(self, infraction_id: int) -> list[IntentRow]:
         """The outbox rows that carry out one infraction, in the order they were recorded."""
         async with self._db.execute(
@@ -942,6 +975,20 @@ class Ledger:
                 "UPDATE jobs SET state = 'cancelled' WHERE kind = ? AND key = ? AND state = 'pending'", (kind, key)
             )
             return cur.rowcount > 0
+
+    async def complete_job(self, kind: str, key: str) -> None:
+        """Mark the pending ``kind`` job of ``key`` done (its work finished before it fell due)."""
+        async with self.transaction() as db:
+            await db.execute(
+                "UPDATE jobs SET state = 'done' WHERE kind = ? AND key = ? AND state = 'pending'", (kind, key)
+            )
+
+    async def pending_jobs(self, kind: str) -> list[Job]:
+        """Every pending job of ``kind``, oldest first."""
+        async with self._db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE kind = ? AND state = 'pending' ORDER BY id", (kind,)
+        ) as cur:
+            return [_job(r) for r in await cur.fetchall()]
 
     async def pending_job(self, kind: str, key: str) -> Job | None:
         """The pending ``kind`` job of ``key``, if any."""

@@ -117,18 +117,28 @@ class Outbox:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._running[row.id] = future
         try:
-            result = await self._execute(row)
-        except (MatrixError, HomeserverUnavailable) as err:
-            result = Result(False, error=str(err))
-        except asyncio.CancelledError:
-            future.cancel()
+            # Read again now that this run holds the row: a snapshot taken before another run
+            # marked it must not act a second time, and a resumed mute must see what was noted.
+            fresh = await self.ledger.intent(row.id)
+            if fresh is None or fresh.state != "pending":
+                answered = Result(fresh is not None and fresh.state == "done", *(_recorded(fresh)))
+                future.set_result(answered)
+                return answered
+            row = fresh
+            try:
+                result = await self._execute(row)
+            except (MatrixError, HomeserverUnavailable) as err:
+                result = Result(False, error=str(err))
+            except Exception as err:  # a bug in one intent never takes the others down
+                log.exception("intent_crashed", intent_id=row.id, kind=row.kind, error=repr(err))
+                result = Result(False, error=f"{type(err).__name__}: {err}")
+            await self.ledger.finish_intent(row.id, "done" if result.ok else "failed", dict(result.value), result.error)
+        except BaseException:
+            future.cancel()  # cut short (cancelled, or the process dies): the row stays pending
             raise
-        except Exception as err:  # a bug in one intent never takes the others down
-            log.exception("intent_crashed", intent_id=row.id, kind=row.kind, error=repr(err))
-            result = Result(False, error=f"{type(err).__name__}: {err}")
         finally:
+            # Only once the row is marked: a second run of it until then waits instead of acting.
             self._running.pop(row.id, None)
-        await self.ledger.finish_intent(row.id, "done" if result.ok else "failed", dict(result.value), result.error)
         if result.ok:
             self.done_count += 1
         else:
@@ -223,8 +233,10 @@ class Outbox:
             noted = dict(row.result)
             if "previous" not in noted:
                 # Record what we replace before replacing it: a resumed mute must not take its own
-                # muted level for the user's old one.
-                noted = {"previous": before, "had_entry": user in users}
+                # muted level for the user's old one. A mute of someone already muted carries the
+                # level from before the first mute (``carry_previous``), not the muted one.
+                previous = p.get("carry_previous", before)
+                noted = {"previous": previous, "had_entry": user in users}
                 await self.ledger.note_intent(row.id, noted)
             if "only_if" in p and before != p["only_if"]:
                 return Result(True, {**noted, "left_alone": True, "found": before})
@@ -298,6 +310,10 @@ class Outbox:
                 if name.get("name") == DM_ROOM_NAME and member.get("membership") in ("invite", "join", "leave"):
                     return str(room_id)
         return None
+
+
+def _recorded(row: IntentRow | None) -> tuple[Mapping[str, Any], str | None]:
+    return ({}, "the intent is gone") if row is None else (row.result, row.error)
 
 
 def text_content(text: str) -> dict[str, Any]:

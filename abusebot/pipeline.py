@@ -361,9 +361,9 @@ class Executor:
     ) -> Outcome:
         """Apply the ladder's next step to ``user`` for breaking ``rule``.
 
-        ``talk_after``: when the step is only a warning (nothing to stop), its notice and log line
-        wait for this (the redaction): a DM room's creation competes with the redaction at the
-        homeserver and measurably delays it (reaction 2.4x -> 2.1x the plain trip).
+        ``talk_after``: the step (its ban, notice and line) waits for this, the redaction: a ban's,
+        a DM room's creation and a post's requests compete with the redaction at the homeserver
+        and measurably delay it (a newcomer's first spam: 2.25-2.54x the plain trip before).
         ``on_enforced`` is called once the step is in force on the homeserver (or recorded, for a
         warning), before its notice and management-room line.
         """
@@ -381,9 +381,11 @@ class Executor:
         next_step = self.ladder.describe_next(decision.level)
         step = decision.step
         why = decision.why if decision.skipped else None  # more than the next rung: say why
+        if talk_after is not None:
+            # Whatever the step, the redaction is answered first: the ban's and the notice's
+            # requests (a DM room's creation above all) compete with it at the homeserver.
+            await talk_after
         if step.kind == "warning":
-            if talk_after is not None:
-                await talk_after
             outcome = await m.warn(
                 user,
                 text,

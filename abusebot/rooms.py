@@ -12,13 +12,28 @@ from typing import Any
 
 from abusebot.power import PowerLevels, creators_from_create_event
 
+#: What a stored state event keeps: enough to read it and to know who set it. ``unsigned``
+#: (``prev_content``, ages, relations) can be as big as the event and is never read from state.
+KEPT_FIELDS = ("type", "state_key", "sender", "content", "event_id", "origin_server_ts")
+#: Policy rules are kept once, in the rule index (:mod:`policies.matcher`), not in room state.
+POLICY_RULE_PREFIXES = ("m.policy.rule.", "m.room.rule.", "org.matrix.mjolnir.rule.")
+
 
 class RoomState:
-    """The current state events of one room, keyed by ``(type, state_key)``."""
+    """The current state events of one room, keyed by ``(type, state_key)``, with an index of
+    memberships (so listing a room's members costs its members, not its whole state)."""
+
+    __slots__ = ("_events", "_memberships", "_mixed_case", "_power", "member_version", "room_id")
 
     def __init__(self, room_id: str) -> None:
         self.room_id = room_id
         self._events: dict[tuple[str, str], Mapping[str, Any]] = {}
+        self._memberships: dict[str, str] = {}
+        #: Member ids with capitals (rare, older accounts): a rule, which ignores case, must find
+        #: them without scanning everyone.
+        self._mixed_case: set[str] = set()
+        #: Bumped on every membership change (callers cache what depends on who is in the room).
+        self.member_version = 0
         self._power: PowerLevels | None = None
 
     def apply(self, raw: Mapping[str, Any]) -> bool:
@@ -26,10 +41,23 @@ class RoomState:
         event_type, state_key = raw.get("type"), raw.get("state_key")
         if not isinstance(event_type, str) or not isinstance(state_key, str):
             return False
-        if not isinstance(raw.get("content"), Mapping):
+        content = raw.get("content")
+        if not isinstance(content, Mapping):
             return False
-        self._events[(event_type, state_key)] = raw
-        if event_type in ("m.room.power_levels", "m.room.create"):
+        if event_type.startswith(POLICY_RULE_PREFIXES):
+            return True  # applied where rules live; a list room's state is not kept twice
+        self._events[(event_type, state_key)] = {k: raw[k] for k in KEPT_FIELDS if k in raw}
+        if event_type == "m.room.member":
+            membership = content.get("membership")
+            if isinstance(membership, str):
+                self._memberships[state_key] = membership
+                if state_key != state_key.lower():
+                    self._mixed_case.add(state_key)
+            else:
+                self._memberships.pop(state_key, None)
+                self._mixed_case.discard(state_key)
+            self.member_version += 1
+        elif event_type in ("m.room.power_levels", "m.room.create"):
             self._power = None
         return True
 
@@ -59,16 +87,19 @@ class RoomState:
 
     def membership(self, user_id: str) -> str | None:
         """``join``, ``invite``, ``leave``, ``ban``, ``knock`` or ``None`` when never seen."""
-        value = self.content("m.room.member", user_id).get("membership")
-        return value if isinstance(value, str) else None
+        return self._memberships.get(user_id)
 
     def members(self, membership: str = "join") -> list[str]:
         """Users whose current membership is ``membership``."""
-        return [
-            key
-            for (event_type, key), event in self._events.items()
-            if event_type == "m.room.member" and event.get("content", {}).get("membership") == membership
-        ]
+        return [user for user, value in self._memberships.items() if value == membership]
+
+    def mixed_case(self) -> frozenset[str]:
+        """Ids in this room's state that are not all lowercase."""
+        return frozenset(self._mixed_case)
+
+    def memberships(self) -> Mapping[str, str]:
+        """Every user the room's state names, with their membership (read-only view)."""
+        return self._memberships
 
     @property
     def room_version(self) -> str:

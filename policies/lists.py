@@ -16,7 +16,9 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import html
 import time
 from collections.abc import Mapping
@@ -33,6 +35,7 @@ from abusebot.ledger import Ledger
 from abusebot.matrix import HomeserverUnavailable, MatrixError
 from abusebot.outbox import intent as outbox_intent
 from abusebot.rooms import RoomStore
+from policies.glob import compile_glob, has_wildcards
 from policies.matcher import RuleIndex
 from policies.rules import Removed, Rule, parse_rule, policy_kind
 from policies.safety import PolicySafety
@@ -45,6 +48,9 @@ PUBLISH_TYPE = "m.policy.rule.user"
 #: MSC3784: the room type of a policy list room.
 POLICY_ROOM_TYPE = "support.feline.policy.lists.msc.v1"
 PROGRESS_EVERY = 1000
+#: A rule that bans many: this many bans in flight at once, progress logged every so many.
+FAN_OUT_CONCURRENCY = 8
+PROGRESS_FAN_OUT = 100
 
 
 @attrs.frozen
@@ -130,6 +136,13 @@ class PolicyManager:
         self.awaiting_invite: dict[str, ListOptions] = {}
         self._lock = asyncio.Lock()
         self._acl_task: asyncio.Task[None] | None = None
+        #: A rule's bans in progress, by rule ref.
+        self._fan_outs: dict[str, asyncio.Task[list[str]]] = {}
+        #: True: a rule's handling waits for its bans (tests that inspect the result at once).
+        self.wait_for_fan_out = False
+        self._safety: tuple[tuple[Any, ...], PolicySafety] | None = None
+        #: Ids of the latest rule events handled (for status and tests; the rules live in the index).
+        self.recent_rule_events: collections.deque[str] = collections.deque(maxlen=1000)
         self.own_server = moderation.bot_user_id.split(":", 1)[1]
 
     # -- start-up -------------------------------------------------------------------------------
@@ -259,13 +272,23 @@ class PolicyManager:
         return users
 
     def safety(self) -> PolicySafety:
-        """The safety filter for the current staff, admins and protected rooms (build once per batch)."""
-        return PolicySafety(
-            bot_user_id=self.moderation.bot_user_id,
-            protected_users=self._protected_users(),
-            own_server=self.own_server,
-            protected_rooms=[*self.store.protected, self.store.management_id],
+        """The safety filter for the current staff, admins and protected rooms: rebuilt only when
+        a power level or the management room's membership changed (one rule costs no scan)."""
+        management = self.store.room(self.store.management_id)
+        key = (
+            self.store.management_id,
+            management.member_version,
+            tuple((room_id, id(self.store.room(room_id).power_levels)) for room_id in self.store.protected),
         )
+        if self._safety is None or self._safety[0] != key:
+            safety = PolicySafety(
+                bot_user_id=self.moderation.bot_user_id,
+                protected_users=self._protected_users(),
+                own_server=self.own_server,
+                protected_rooms=[*self.store.protected, self.store.management_id],
+            )
+            self._safety = (key, safety)
+        return self._safety[1]
 
     def _forget(self, ref: str) -> Rule | None:
         old = self._rules.pop(ref, None)
@@ -318,6 +341,14 @@ class PolicyManager:
 
     async def on_rule_event(self, raw: Mapping[str, Any], room_id: str) -> None:
         """A state event in a list room: a rule added, changed or removed."""
+        try:
+            await self._on_rule_event(raw, room_id)
+        finally:
+            event_id = raw.get("event_id")
+            if isinstance(event_id, str):
+                self.recent_rule_events.append(event_id)
+
+    async def _on_rule_event(self, raw: Mapping[str, Any], room_id: str) -> None:
         parsed = parse_rule(raw, room_id)
         if parsed is None:
             # State replaces state: a malformed event of a policy type still ends the rule its
@@ -386,7 +417,9 @@ class PolicyManager:
         return outcome.ok
 
     async def _apply_rule(self, rule: Rule) -> list[str]:
-        """Apply one new ban rule to current members; post one summary line."""
+        """Apply one new ban rule to current members: find them (O(members matched) for an exact
+        rule, one pass over the members for a glob), then ban them off the sync loop (see
+        :meth:`_fan_out`). Returns the users it will ban."""
         if rule.kind == "server":
             self._schedule_acl()
             return []
@@ -400,22 +433,98 @@ class PolicyManager:
             return []
         if not self.lists.get(rule.list_room, ListOptions()).apply:
             return []
-        single = RuleIndex()
-        single.add(rule)
-        targets = sorted(u for u in self._members() if single.match("user", u))
-        banned = []
-        for user in targets:
-            if self.moderation.check(user, Scope.everywhere(self.store)):
-                continue
-            if self.ban_rules("user", user) and await self._ban(user, rule):
-                banned.append(user)
-        if targets or banned:
-            shown = ", ".join(banned[:20]) + (f" and {len(banned) - 20} more" if len(banned) > 20 else "")
-            await self._post(
-                f"Policy list {self.label(rule.list_room)}: rule {rule.entity or '(hashed)'} "
-                f"({rule.reason or 'no reason'}) — banned {len(banned)} member(s)" + (f": {shown}" if banned else "")
-            )
+        everywhere = Scope.everywhere(self.store)
+        targets = [
+            user
+            for user in self._targets(rule)
+            if not self.moderation.check(user, everywhere) and self.ban_rules("user", user)
+        ]
+        if targets:
+            ref = rule_ref(rule)
+            task = asyncio.create_task(self._fan_out(rule, targets), name=f"fan-out {ref}")
+            self._fan_outs[ref] = task
+            task.add_done_callback(functools.partial(self._fan_out_ended, ref))
+            if self.wait_for_fan_out:
+                await asyncio.shield(task)
+        return targets
+
+    def _targets(self, rule: Rule) -> list[str]:
+        """The current members (joined, invited, knocking) of the protected rooms a rule matches."""
+        active = ("join", "invite", "knock")
+        entity = rule.entity
+        found: dict[str, None] = {}
+        if entity is not None and not has_wildcards(entity):
+            folded = entity.lower()
+            for room_id in self.store.protected:
+                room = self.store.room(room_id)
+                for user in {entity, folded}:
+                    if room.membership(user) in active:
+                        found[user] = None
+                for user in room.mixed_case():
+                    if user.lower() == folded and room.membership(user) in active:
+                        found[user] = None
+            return sorted(found)
+        if entity is not None:
+            glob = compile_glob(entity)
+
+            def matches(user: str) -> bool:
+                return glob.matches_folded(user.lower())
+        else:
+            single = RuleIndex()  # a hashed rule: the index knows how to compare hashes
+            single.add(rule)
+
+            def matches(user: str) -> bool:
+                return bool(single.match("user", user))
+
+        for room_id in self.store.protected:
+            for user, membership in self.store.room(room_id).memberships().items():
+                if membership in active and user not in found and matches(user):
+                    found[user] = None
+        return sorted(found)
+
+    async def _fan_out(self, rule: Rule, targets: list[str]) -> list[str]:
+        """Ban ``targets`` because of ``rule``, a few at a time, through the executor, off the sync
+        loop; progress in the log, one summary line in the management room. Stops if the rule
+        is removed or replaced meanwhile (its revocation waits for this to stop)."""
+        ref = rule_ref(rule)
+        started = time.monotonic()
+        gate = asyncio.Semaphore(FAN_OUT_CONCURRENCY)
+        banned: list[str] = []
+        done = 0
+
+        async def one(user: str) -> None:
+            nonlocal done
+            async with gate:
+                if self._rules.get(ref) is not rule:
+                    return
+                if await self._ban(user, rule):
+                    banned.append(user)
+                done += 1
+                if len(targets) >= PROGRESS_FAN_OUT and done % PROGRESS_FAN_OUT == 0:
+                    log.info("fan_out_progress", rule=ref, done=done, total=len(targets), banned=len(banned))
+
+        await asyncio.gather(*(one(user) for user in targets))
+        banned.sort()
+        log.info(
+            "fan_out_done", rule=ref, targets=len(targets), banned=len(banned), s=round(time.monotonic() - started, 3)
+        )
+        shown = ", ".join(banned[:20]) + (f" and {len(banned) - 20} more" if len(banned) > 20 else "")
+        await self._post(
+            f"Policy list {self.label(rule.list_room)}: rule {rule.entity or '(hashed)'} "
+            f"({rule.reason or 'no reason'}) — banned {len(banned)} member(s)" + (f": {shown}" if banned else "")
+        )
         return banned
+
+    def _fan_out_ended(self, ref: str, task: asyncio.Task[list[str]]) -> None:
+        if self._fan_outs.get(ref) is task:
+            del self._fan_outs[ref]
+
+    async def _stop_fan_out(self, ref: str) -> None:
+        """Wait for a rule's fan-out to stop (it checks the rule before each ban)."""
+        task = self._fan_outs.get(ref)
+        if task is not None and not task.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
 
     async def apply_everything(self) -> int:
         """Check every current member against every applied rule; ACLs too. Returns bans made."""
@@ -451,6 +560,7 @@ class PolicyManager:
         if rule.kind != "user" or not options.auto_unban:
             return
         ref = rule_ref(rule)
+        await self._stop_fan_out(ref)
         lifted = []
         for inf in await self._infractions_of(ref):
             if self.ban_rules("user", inf.subject):

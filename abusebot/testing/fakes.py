@@ -12,10 +12,15 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from abusebot.matrix import Api, MatrixError
+
+#: A test's hook into a write: awaited with the write's kind ("ban", "state", "send",
+#: "create_room", ...) and its room. It may read the ledger, or raise: a :class:`MatrixError`
+#: before the write fails it; anything raised after it is a crash before the answer came back.
+WriteHook = Callable[[str, str], Awaitable[None]]
 
 
 class FakeReads:
@@ -60,6 +65,9 @@ class FakeHomeserver(Api):
         self.redacted: list[str] = []
         self.txns: set[tuple[str, str]] = set()
         self.fail: dict[str, MatrixError] = {}
+        #: Awaited before each write takes effect, and after it took effect (see :data:`WriteHook`).
+        self.before_write: WriteHook | None = None
+        self.after_write: WriteHook | None = None
         self._ids = itertools.count(1)
         self.hs = FakeReads(self)  # type: ignore[assignment]
 
@@ -87,50 +95,66 @@ class FakeHomeserver(Api):
         event = self.state.get(room_id, {}).get(("m.room.power_levels", ""))
         return dict((event or {}).get("content", {}).get("users", {}))
 
-    def _check(self, what: str) -> None:
+    def state_events(self, room_id: str) -> list[dict[str, Any]]:
+        """The room's state as raw events (to give a :class:`RoomStore` the same state)."""
+        return [copy.deepcopy(event) for event in self.state.get(room_id, {}).values()]
+
+    async def _check(self, what: str, room_id: str) -> None:
+        if self.before_write is not None:
+            await self.before_write(what, room_id)
         if what in self.fail:
             raise self.fail[what]
+
+    async def _done(self, what: str, room_id: str) -> None:
+        if self.after_write is not None:
+            await self.after_write(what, room_id)
 
     # -- the write API --------------------------------------------------------------------------------
 
     async def ban(self, room_id: str, user_id: str, reason: str) -> None:
         await self.tick()
-        self._check("ban")
+        await self._check("ban", room_id)
         self.writes.append(("ban", room_id, user_id))
         self.put(room_id, "m.room.member", {"membership": "ban", "reason": reason}, user_id)
+        await self._done("ban", room_id)
 
     async def unban(self, room_id: str, user_id: str, reason: str) -> None:
         await self.tick()
-        self._check("unban")
+        await self._check("unban", room_id)
         if self.membership(room_id, user_id) != "ban":
             raise MatrixError(403, {"errcode": "M_FORBIDDEN", "error": "not banned"})
         self.writes.append(("unban", room_id, user_id))
         self.put(room_id, "m.room.member", {"membership": "leave"}, user_id)
+        await self._done("unban", room_id)
 
     async def kick(self, room_id: str, user_id: str, reason: str) -> None:
         await self.tick()
-        self._check("kick")
+        await self._check("kick", room_id)
         if self.membership(room_id, user_id) not in ("join", "invite", "knock"):
             raise MatrixError(403, {"errcode": "M_FORBIDDEN", "error": "not in the room"})
         self.writes.append(("kick", room_id, user_id))
         self.put(room_id, "m.room.member", {"membership": "leave"}, user_id)
+        await self._done("kick", room_id)
 
     async def redact(self, room_id: str, event_id: str, reason: str, txn: str | None = None, priority: int = 0) -> None:
         await self.tick()
-        self._check("redact")
+        await self._check("redact", room_id)
         if (room_id, txn or "") in self.txns:
             return
         self.txns.add((room_id, txn or ""))
         self.writes.append(("redact", room_id, event_id))
         self.redacted.append(event_id)
+        await self._done("redact", room_id)
 
     async def put_state(
         self, room_id: str, event_type: str, state_key: str, content: Mapping[str, Any], priority: int = 0
     ) -> str:
         await self.tick()
-        self._check("state")
+        await self._check("state", room_id)
         self.writes.append(("state", room_id, (event_type, state_key)))
-        return self.put(room_id, event_type, content, state_key)
+        event_id = self.put(room_id, event_type, content, state_key)
+        await self._done("state", room_id)
+        return event_id
 
     async def send(
         self,
@@ -142,19 +166,22 @@ class FakeHomeserver(Api):
         priority: int = 0,
     ) -> str:
         await self.tick()
-        self._check("send")
+        await self._check("send", room_id)
         if txn is not None and (room_id, txn) in self.txns:
             return "$dedup"
         if txn is not None:
             self.txns.add((room_id, txn))
         self.sent.append((room_id, dict(content)))
+        await self._done("send", room_id)
         return f"$m{next(self._ids)}"
 
     async def create_room(self, body: Mapping[str, Any]) -> str:
         await self.tick()
+        await self._check("create_room", "")
         room_id = f"!dm{next(self._ids)}:example.org"
         self.writes.append(("create_room", room_id, dict(body)))
         self.put(room_id, "m.room.name", {"name": body.get("name", "")})
         for user in body.get("invite", []):
             self.put(room_id, "m.room.member", {"membership": "invite"}, user)
+        await self._done("create_room", room_id)
         return room_id

@@ -22,7 +22,7 @@ from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import World, body_contains, is_redaction_of, replies_to
 from tests.integration.test_commands import dm_notices
 from tests.integration.test_loop import ledger_query
-from tests.integration.test_security import infractions_of, redacted_ids, set_levels
+from tests.integration.test_security import infractions_of, infractions_soon, redacted_ids, set_levels
 
 SPAM = {"protections": {"spam": {"banned_words": ["buy cheap crypto"]}}}
 
@@ -67,7 +67,7 @@ async def test_a_moderators_warning_warns_and_shows_the_standing(day_one: World)
     # A moderator's warning stands for the first rung: the ladder still suggests the mute.
     assert "2nd violation in 90 days; the ladder suggests `mute 1h` next" in second["body"], second["body"]
     assert await w.mod.membership(w.protected[0], bob.user_id) == "join"
-    assert [kind for kind, _, _ in infractions_of(w, bob.user_id)] == ["warning", "warning"]
+    assert [kind for kind, _, _ in await infractions_soon(w, bob.user_id, 2)] == ["warning", "warning"]
 
 
 # -- 2. durations are never guessed -----------------------------------------------------------------

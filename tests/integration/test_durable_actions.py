@@ -26,7 +26,7 @@ from aiohttp import web
 
 from abusebot.actions import Actor, Scope
 from abusebot.testing.synapse import SynapseServer
-from abusebot.testing.world import World
+from abusebot.testing.world import World, is_redaction_of
 from tests.integration.test_loop import infractions_from, ledger_query, wait_for_checkpoint, wait_until
 
 
@@ -143,3 +143,63 @@ async def test_four_mutes_at_once_all_hold_on_the_homeserver(synapse: SynapseSer
         assert {user: levels.get(user) for user in users} == dict.fromkeys(users, -1)
     finally:
         await w.close()
+
+
+async def test_twenty_mutes_and_unmutes_at_once_all_hold(synapse: SynapseServer, tmp_path: Path) -> None:
+    """Ten users muted and ten unmuted, all twenty at the same moment, in one room: the room's power
+    levels end exactly as the ledger says (serialised state writes lose none of them)."""
+    names = tuple(f"u{n}" for n in range(20))
+    w = await World.launch(synapse, tmp_path, members=names)
+    try:
+        room, moderation = w.protected[0], w.bot.moderation
+        actor = Actor("@mod:test", "command")
+        everywhere = Scope.everywhere(w.bot.store)
+        users = [w.members[name].user_id for name in names]
+        to_unmute, to_mute = users[:10], users[10:]
+        first = await asyncio.gather(
+            *(moderation.mute(u, "set-up", actor, everywhere, duration_s=3600) for u in to_unmute)
+        )
+        assert all(outcome.ok for outcome in first)
+        outcomes = await asyncio.gather(
+            *(moderation.mute(u, "at once", actor, everywhere, duration_s=3600) for u in to_mute),
+            *(moderation.unmute(u, "at once", actor, everywhere) for u in to_unmute),
+        )
+        assert all(outcome.ok for outcome in outcomes)
+        levels = (await w.mod.state(room, "m.room.power_levels") or {}).get("users", {})
+        assert {u: levels.get(u) for u in users} == {**dict.fromkeys(to_mute, -1), **dict.fromkeys(to_unmute)}
+        active = ledger_query(w, "SELECT subject FROM infractions WHERE kind = 'mute' AND state = 'active'")
+        assert sorted(subject for (subject,) in active) == sorted(to_mute)
+    finally:
+        await w.close()
+
+
+async def test_a_long_redact_command_does_not_delay_a_spam_redaction(synapse: SynapseServer, tmp_path: Path) -> None:
+    """While ``!mod redact`` works through 150 messages, a spam message is redacted before that
+    command is done: commands run off the sync loop, and harm removal goes first in the queue."""
+    phrase = "buy cheap crypto"
+    w = await World.create(
+        synapse, tmp_path, members=("chatty", "spammer"), config={"protections": {"spam": {"banned_words": [phrase]}}}
+    )
+    try:
+        chatty, spammer, room = w.members["chatty"], w.members["spammer"], w.protected[0]
+        for number in range(150):
+            await chatty.say(room, f"an ordinary message {number}")
+        await w.mod.start_watching()
+        await w.start_bot()
+        command = await w.mod.say(w.management, f"!mod redact {chatty.user_id} 150")
+        await w.mod.wait_for(room, is_redaction_of_sender_in(w, chatty.user_id))  # the command is under way
+        spam = await spammer.say(room, f"{phrase} now")
+        await w.mod.wait_for(room, is_redaction_of(spam), timeout=30)
+        spam_done = time.monotonic()
+        reply = await w.mod.wait_for_reply(w.management, command, timeout=120)
+        command_done = time.monotonic()
+        assert "150 message(s) removed" in reply
+        assert spam_done < command_done
+    finally:
+        await w.close()
+
+
+def is_redaction_of_sender_in(w: World, sender: str) -> Callable[[dict[str, object]], bool]:
+    """Any redaction by the bot (the command's first ones)."""
+    bot = w.bot_account.user_id
+    return lambda event: event.get("type") == "m.room.redaction" and event.get("sender") == bot

@@ -124,8 +124,8 @@ async def rule_settled(world: World, list_room: str, entity: str, event_id: str,
     :func:`remove_rule` for ``entity``)."""
     await settled(
         world,
-        lambda: state_event_id(world, list_room, kind, f"rule:{entity}") == event_id,
-        f"rule event {event_id} reached the bot",
+        lambda: event_id in world.bot.policies.recent_rule_events,
+        f"rule event {event_id} ({kind} {entity} in {list_room}) reached the bot",
     )
 
 

@@ -39,6 +39,17 @@ def infractions_of(world: World, user_id: str) -> list[tuple[str, str, str]]:
     return [(str(kind), str(origin), str(actor)) for kind, origin, actor in rows]
 
 
+async def infractions_soon(world: World, user_id: str, count: int, timeout: float = 10.0) -> list[tuple[str, str, str]]:
+    """:func:`infractions_of`, once at least ``count`` are recorded (or ``timeout`` passed): the
+    step of a violation is recorded after its redaction is answered, so a moment after it shows."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = infractions_of(world, user_id)
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.05)
+
+
 async def set_levels(person: Person, room_id: str, levels: Mapping[str, int]) -> None:
     """``person`` sets several users' power levels in ``room_id`` at once."""
     content = await person.state(room_id, "m.room.power_levels") or {}
@@ -107,7 +118,7 @@ async def test_a_non_moderators_prefixed_spam_is_removed_and_escalated(
         event_id = await spammer.send(room, PREFIX_VARIANTS[variant])
         await w.mod.wait_for(room, is_redaction_of(event_id))
         await w.mod.wait_for(w.management, body_contains("Warned", spammer.user_id))
-        assert infractions_of(w, spammer.user_id) == [("warning", "protection", "protection:spam")]
+        assert await infractions_soon(w, spammer.user_id, 1) == [("warning", "protection", "protection:spam")]
         sql = "SELECT outcome FROM audit WHERE action = 'command' AND event_id = ? AND actor = ?"
         ignored = ledger_query(w, sql, event_id, spammer.user_id)
         assert ignored in ([("ignored",)], []), ignored  # refused as a command (when it read as one), never obeyed
@@ -123,7 +134,7 @@ async def test_a_burst_of_prefixed_messages_is_a_flood(synapse: SynapseServer, t
         sent = await asyncio.gather(*(spammer.say(room, f"!mod flood {n}") for n in range(20)))
         for event_id in sent:
             await w.mod.wait_for(room, is_redaction_of(event_id), timeout=30)
-        assert infractions_of(w, spammer.user_id) == [("warning", "protection", "protection:flood")]
+        assert await infractions_soon(w, spammer.user_id, 1) == [("warning", "protection", "protection:flood")]
     finally:
         await w.close()
 
@@ -280,7 +291,7 @@ async def test_every_message_of_a_flood_is_removed_in_every_room(synapse: Synaps
             left = {key: [i for i in ids if i not in redacted_ids(w, key[1])] for key, ids in sent.items()}
             raise AssertionError(f"not redacted: { {k: (len(v), len(sent[k])) for k, v in left.items()} }") from None
         for name in ("f1", "f2", "f3"):
-            assert infractions_of(w, w.members[name].user_id) == [("ban", "protection", "protection:flood")]
+            assert await infractions_soon(w, w.members[name].user_id, 1) == [("ban", "protection", "protection:flood")]
     finally:
         await w.close()
 
@@ -299,7 +310,7 @@ async def test_one_burst_is_one_rung_of_the_ladder(synapse: SynapseServer, tmp_p
             return set(sent) <= redacted_ids(w, room)
 
         await eventually(all_redacted, "all forty redacted", timeout=30)
-        assert infractions_of(w, spammer.user_id) == [("warning", "protection", "protection:flood")]
+        assert await infractions_soon(w, spammer.user_id, 1) == [("warning", "protection", "protection:flood")]
         assert await w.mod.membership(room, spammer.user_id) == "join"
     finally:
         await w.close()
@@ -391,7 +402,7 @@ async def test_one_user_rejoining_is_their_abuse_not_a_wave(synapse: SynapseServ
         await w.mod.wait_for_reply(w.management, marker)
         assert (await w.mod.state(room, "m.room.join_rules") or {}).get("join_rule") == "public"
         assert not [e for e in w.mod.seen.get(w.management, []) if "join wave" in str(e.get("content", {}))]
-        assert infractions_of(w, churner.user_id) == [("warning", "protection", "protection:join_wave")]
+        assert await infractions_soon(w, churner.user_id, 1) == [("warning", "protection", "protection:join_wave")]
     finally:
         await w.close()
 
@@ -444,7 +455,7 @@ async def test_spam_in_any_field_a_client_shows_is_found(synapse: SynapseServer,
         event_type, content = HIDDEN_SPAM[variant]
         event_id = await spammer.send(room, content, event_type)
         await w.mod.wait_for(room, is_redaction_of(event_id))
-        assert [kind for kind, _, _ in infractions_of(w, spammer.user_id)] == ["warning"]
+        assert [kind for kind, _, _ in await infractions_soon(w, spammer.user_id, 1)] == ["warning"]
     finally:
         await w.close()
 
@@ -525,7 +536,7 @@ async def test_a_burst_of_spam_is_one_rung(synapse: SynapseServer, tmp_path: Pat
         for event_id in sent:
             await w.mod.wait_for(room, is_redaction_of(event_id))
         await settle_bot(w)
-        assert infractions_of(w, spammer.user_id) == [("warning", "protection", "protection:spam")]
+        assert await infractions_soon(w, spammer.user_id, 1) == [("warning", "protection", "protection:spam")]
         assert await w.mod.membership(room, spammer.user_id) == "join"
     finally:
         await w.close()
@@ -551,7 +562,7 @@ async def test_churn_across_rooms_is_one_rung(synapse: SynapseServer, tmp_path: 
         await asyncio.gather(*(churn(room) for room in w.protected))
         await w.mod.wait_for(w.management, body_contains("Warned", churner.user_id, "join flood"))
         await settle_bot(w)
-        assert [kind for kind, _, _ in infractions_of(w, churner.user_id)] == ["warning"]
+        assert [kind for kind, _, _ in await infractions_soon(w, churner.user_id, 1)] == ["warning"]
     finally:
         await w.close()
 

@@ -210,6 +210,7 @@ class TestCommandHandlerChecksFirst:
         api = FakeHomeserver(BOT)
         handler = CommandHandler(make_moderation(store, ledger, api), store, "!mod", _no_status)
         await handler.handle(command(NOBODY, LOBBY, "!mod ban not-a-user --room"))
+        await handler.drain()
         assert api.sent == []
 
     async def test_unauthorized_command_is_audited_as_ignored(self, store: RoomStore, ledger: Ledger) -> None:
@@ -225,6 +226,7 @@ class TestCommandHandlerChecksFirst:
         api = FakeHomeserver(BOT)
         handler = CommandHandler(make_moderation(store, ledger, api), store, "!mod", _no_status)
         await handler.handle(command(MOD, MANAGEMENT, "!mod ban not-a-user --room"))
+        await handler.drain()
         assert [(room, content["body"].splitlines()[-1]) for room, content in api.sent] == [
             (MANAGEMENT, "Usage: !mod ban <user> [duration] [reason…] [--list|--no-list]")
         ]
@@ -261,6 +263,7 @@ class TestCommandHandlerChecksFirst:
         """For an authorized sender, handle() calls authorize() before parse_command()."""
         handler = CommandHandler(make_moderation(store, ledger), store, "!mod", _no_status)
         await handler.handle(command(MOD, MANAGEMENT, "!mod help"))
+        await handler.drain()
         assert calls == ["authorize", "parse_command"]
 
 

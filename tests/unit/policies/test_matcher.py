@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from policies import matcher
 from policies.glob import clear_caches, reference_match
 from policies.matcher import RuleIndex
 from policies.rules import Rule, sha256_b64
@@ -288,3 +289,67 @@ class TestWorstCase:
             matches.append((matched - built) * 1e3)
         assert min(matches) < 50, f"match took {min(matches):.1f} ms"
         assert min(builds) < 500, f"build took {min(builds):.1f} ms"
+
+
+#: Enough distinct literals that lookups go through the automaton, not substring tests.
+FILLER = [rule(f"@*filler{i}x*:x", state_key=f"filler{i}") for i in range(40)]
+
+
+class TestIncrementalAutomaton:
+    @settings(max_examples=200, deadline=None)
+    @given(
+        steps=st.lists(
+            st.tuples(
+                st.sampled_from(["add", "remove", "probe"]),
+                st.text(alphabet=ENTITY_ALPHABET, min_size=1, max_size=7),
+                st.integers(min_value=0, max_value=9),
+            ),
+            max_size=30,
+        ),
+        rebuild_after=st.integers(min_value=0, max_value=4),
+    )
+    def test_adds_and_removes_between_lookups_find_what_a_scan_finds(
+        self, steps: list[tuple[str, str, int]], rebuild_after: int
+    ) -> None:
+        """Literals added after the automaton was built (tested directly) and removed ones (still in
+        it, skipped) never change what a lookup finds, whenever the rebuild comes."""
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(matcher, "REBUILD_AFTER", rebuild_after)
+            self._check(steps)
+
+    def _check(self, steps: list[tuple[str, str, int]]) -> None:
+        index = index_of(*FILLER)
+        index.match("user", "@warm:x")  # the automaton is built now
+        live: dict[str, Rule] = {}
+        for action, entity, slot in steps:
+            key = f"slot{slot}"
+            if action == "add":
+                live[key] = rule(entity, state_key=key)
+                index.add(live[key])
+            elif action == "remove":
+                index.remove("user", LIST, key)
+                live.pop(key, None)
+            else:
+                probe = entity.replace("*", "a").replace("?", "b")
+                expected = [r for r in (*FILLER, *live.values()) if reference_match(r.entity or "", probe)]
+                assert sorted(index.match("user", probe), key=lambda r: r.state_key) == sorted(
+                    expected, key=lambda r: r.state_key
+                )
+
+    def test_a_new_glob_after_a_big_build_does_not_rebuild_the_automaton(self) -> None:
+        """One glob added to an index of many: the next lookup tests its literal directly and keeps
+        the built automaton (a rebuild per new rule is what made a rule cost O(rules loaded))."""
+        index = index_of(*(rule(f"@*lit{i}*:x", state_key=str(i)) for i in range(2000)))
+        index.match("user", "@warm:x")
+        built = index._kinds["user"].automaton
+        index.add(rule("@*brandnew*:x", state_key="new"))
+        assert [r.state_key for r in index.match("user", "@a-brandnew-b:x")] == ["new"]
+        assert index._kinds["user"].automaton is built
+
+    def test_a_group_missing_one_literal_is_dropped_but_a_matching_one_is_kept(self) -> None:
+        """Globs sharing a key literal but needing another run the id lacks are not matched; the one
+        whose other runs are all there is."""
+        index = index_of(
+            rule("*aaaa*:b*", state_key="needs-colon-b"), rule("*aaaa*:a*", state_key="needs-colon-a"), *FILLER
+        )
+        assert [r.state_key for r in index.match("user", "@" + "a" * 250 + ":a.a")] == ["needs-colon-a"]

@@ -1,0 +1,204 @@
+"""The host for features: each capability of the bot is a :class:`Feature` that declares what it
+needs, and the host routes events to it, isolated and timed.
+
+A feature declares:
+
+* ``name``: unique (the host refuses a second feature of one name);
+* ``roles``: the rooms it cares about (:class:`Role`: the management room, protected rooms,
+  policy lists, direct chats with the bot; later features add roles such as a Space or a
+  suggestions room through :meth:`Host.add_role`);
+* ``event_types``: the event types it handles (``None``: all of them, state and timeline);
+* its commands: rows for the one command table (:class:`abusebot.commands.Spec`), which the
+  one authorization checkpoint guards like every other command;
+* ``migrations``: its own tables, applied once each, in order, recorded per feature;
+* ``start`` / ``stop``, and ``status()`` lines for ``!mod status``.
+
+The core never names a feature: the bot loads them from :data:`FACTORIES` (each module of
+:mod:`abusebot.features` registers its own), and everything else goes through this host.
+Handlers are isolated: one that raises is logged with its feature's name and never keeps the
+others from the event. Each is timed (``!mod status`` shows the slowest).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import attrs
+import structlog
+
+from abusebot.events import Event
+
+if TYPE_CHECKING:
+    from abusebot.commands import Spec
+    from abusebot.ledger import Ledger
+    from abusebot.rooms import RoomStore
+
+log = structlog.get_logger("abusebot.host")
+
+
+class Role(enum.Enum):
+    """What a room is to the bot (a room may be several things)."""
+
+    MANAGEMENT = "management"
+    PROTECTED = "protected"
+    POLICY_LIST = "policy_list"
+    DIRECT = "direct"
+
+
+class Feature:
+    """One capability on the host. Subclasses set the class attributes and override what they use."""
+
+    name: ClassVar[str] = ""
+    roles: ClassVar[frozenset[Role]] = frozenset()
+    #: ``None``: every event type.
+    event_types: ClassVar[frozenset[str] | None] = None
+    #: SQL scripts, applied once each in order (the host records which ran, per feature).
+    migrations: ClassVar[tuple[str, ...]] = ()
+
+    def commands(self) -> Sequence[Spec]:
+        """This feature's rows of the command table."""
+        return ()
+
+    async def start(self) -> None:
+        """Called once the rooms are joined and before the first event."""
+
+    async def stop(self) -> None:
+        """Called when the bot stops (pending work is in the ledger already)."""
+
+    async def handle(self, event: Event) -> None:
+        """One event of a room with one of ``roles`` and a type in ``event_types``."""
+
+    def status(self) -> list[str]:
+        """Lines for ``!mod status``."""
+        return []
+
+
+@attrs.define
+class HandlerStats:
+    """How one feature's handler has fared: calls, failures, time."""
+
+    calls: int = 0
+    errors: int = 0
+    total_s: float = 0.0
+    slowest_s: float = 0.0
+
+
+#: Feature factories, by name: each gets the bot's services and returns its feature.
+FACTORIES: dict[str, Callable[[Any], Feature]] = {}
+
+
+def feature(name: str) -> Callable[[Callable[[Any], Feature]], Callable[[Any], Feature]]:
+    """Register a feature factory under ``name`` (a decorator, used by :mod:`abusebot.features`)."""
+
+    def register(factory: Callable[[Any], Feature]) -> Callable[[Any], Feature]:
+        if name in FACTORIES:
+            raise ValueError(f"a feature named {name!r} is already registered")
+        FACTORIES[name] = factory
+        return factory
+
+    return register
+
+
+class Host:
+    """Holds the features, their migrations and roles, and routes events to them."""
+
+    def __init__(self, store: RoomStore, ledger: Ledger) -> None:
+        self.store = store
+        self.ledger = ledger
+        self.features: dict[str, Feature] = {}
+        self.stats: dict[str, HandlerStats] = {}
+        #: Role → a test of whether a room has it (features add roles for their own rooms).
+        self._roles: dict[Role | str, Callable[[str], bool]] = {
+            Role.MANAGEMENT: lambda room_id: room_id == store.management_id,
+            Role.PROTECTED: store.is_protected,
+        }
+
+    def add(self, feature: Feature) -> None:
+        """Add a feature (names are unique)."""
+        if not feature.name:
+            raise ValueError(f"{type(feature).__name__} has no name")
+        if feature.name in self.features:
+            raise ValueError(f"a feature named {feature.name!r} is already on the host")
+        self.features[feature.name] = feature
+        self.stats[feature.name] = HandlerStats()
+
+    def add_role(self, role: Role | str, test: Callable[[str], bool]) -> None:
+        """Say how to tell a room of ``role`` (the policy-list feature knows its lists, say)."""
+        self._roles[role] = test
+
+    def roles_of(self, room_id: str) -> set[Role | str]:
+        """Every role ``room_id`` has."""
+        return {role for role, test in self._roles.items() if test(room_id)}
+
+    def commands(self) -> list[Spec]:
+        """Every feature's command rows."""
+        return [spec for feature in self.features.values() for spec in feature.commands()]
+
+    async def start(self) -> None:
+        """Apply each feature's migrations, then start the features in the order they were added."""
+        for feature in self.features.values():
+            if feature.migrations:
+                await self.ledger.migrate_feature(feature.name, feature.migrations)
+        for feature in self.features.values():
+            await feature.start()
+
+    async def stop(self) -> None:
+        """Stop the features, the last added first; one failing never keeps the others running."""
+        for feature in reversed(list(self.features.values())):
+            try:
+                await feature.stop()
+            except Exception as err:
+                log.exception("feature_stop_failed", feature=feature.name, error=repr(err))
+
+    def wants(self, feature: Feature, event: Event, roles: Iterable[Role | str]) -> bool:
+        """Whether ``feature`` handles ``event`` in a room of ``roles``."""
+        if feature.event_types is not None and event.type not in feature.event_types:
+            return False
+        return not feature.roles.isdisjoint(roles)
+
+    async def dispatch(self, event: Event, only: set[Role | str] | None = None) -> None:
+        """Give ``event`` to every feature that wants it (for its room's roles, or only ``only``
+        of them), each isolated and timed."""
+        roles = self.roles_of(event.room_id)
+        if only is not None:
+            roles &= only
+        if not roles:
+            return
+        for feature in self.features.values():
+            if not self.wants(feature, event, roles):
+                continue
+            stats = self.stats[feature.name]
+            started = time.perf_counter()
+            try:
+                await feature.handle(event)
+            except Exception as err:  # one failing handler never skips the others
+                stats.errors += 1
+                log.exception(
+                    "event_handler_failed",
+                    handler=feature.name,
+                    error=repr(err),
+                    type=event.type,
+                    room_id=event.room_id,
+                    event_id=event.event_id,
+                )
+            finally:
+                elapsed = time.perf_counter() - started
+                stats.calls += 1
+                stats.total_s += elapsed
+                stats.slowest_s = max(stats.slowest_s, elapsed)
+
+    def status(self) -> list[str]:
+        """Every feature's status lines, then one line on the handlers' timings."""
+        lines = [line for feature in self.features.values() for line in feature.status()]
+        timing = ", ".join(
+            f"{name} {s.calls} events, {1000 * s.total_s / s.calls:.2f} ms mean, {1000 * s.slowest_s:.0f} ms max"
+            + (f", {s.errors} failed" if s.errors else "")
+            for name, s in self.stats.items()
+            if s.calls
+        )
+        if timing:
+            lines.append(f"Handlers: {timing}")
+        return lines

@@ -1,0 +1,189 @@
+"""Scale on one Synapse: first start with many rooms, a ban across all of them, memory with a big list.
+
+Run by hand (not a test)::
+
+    .venv/bin/python -m benchmarks.bench_scale [--rooms 500] [--rules 100000] [--baseline-rooms 10]
+
+It starts its own Synapse on 127.0.0.1 (rate limits lifted, as ``abusebot.testing.synapse`` does)
+and runs the bot in this process. Stages:
+
+1. **First start**: ``--baseline-rooms`` protected rooms, then ``--rooms``; for each, the time
+   from creating the bot until it answers ``!mod status`` (its first sync done), and the ratio.
+2. **A ban across every room**: one target joined to all ``--rooms`` rooms; the time from the
+   moderator's ``!mod ban`` until the bot's reply (sent once every room answered) and until the
+   last room shows the ban, against a ban in one room (``--room``) in the same run.
+3. **Memory**: the bot's RSS with ``--rooms`` rooms, before and after a watched list of
+   ``--rules`` rules is loaded. The list room is real; its rules are served to the bot by
+   wrapping ``Homeserver.room_state`` for that room only (writing 100,000 state events through a
+   homeserver takes an hour; the bot's copy of them is what is measured). Target: ≤ 150 MB with
+   1,000 rooms and 100,000 rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from abusebot.matrix import Homeserver
+from abusebot.testing.synapse import SynapseServer
+from abusebot.testing.world import World
+
+
+def rss_mb() -> float:
+    """This process's resident set now (MB)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def peak_mb() -> float:
+    """This process's peak resident set (MB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def status_reply(world: World) -> str:
+    """Ask ``!mod status`` and wait for the answer."""
+    event_id = await world.mod.say(world.management, "!mod status")
+    return await world.mod.wait_for_reply(world.management, event_id, timeout=120)
+
+
+async def first_start(world: World) -> float:
+    """Seconds from creating the bot until it answers ``!mod status``."""
+    started = time.perf_counter()
+    await world.start_bot()
+    await status_reply(world)
+    return time.perf_counter() - started
+
+
+async def ban_everywhere(world: World, target: Any, room: str | None = None) -> tuple[float, float]:
+    """(s until the reply, s until the last room shows the ban) for one ``!mod ban``."""
+    where = f" --room {room}" if room else ""
+    started = time.perf_counter()
+    event_id = await world.mod.say(world.management, f"!mod ban {target.user_id} bench{where}")
+    await world.mod.wait_for_reply(world.management, event_id, timeout=300)
+    replied = time.perf_counter() - started
+    rooms = [room] if room else world.protected
+    for room_id in rooms:  # the reply comes once every room answered: each check is one read
+        while True:
+            if await world.mod.membership(room_id, target.user_id) == "ban":
+                break
+            await asyncio.sleep(0.05)
+    return replied, time.perf_counter() - started
+
+
+def rule_events(count: int) -> list[dict[str, Any]]:
+    """``count`` ban rules as a list room's state would hold them (90 % exact, 10 % globs)."""
+    events = []
+    for n in range(count):
+        entity = f"@spammer{n}:spam{n % 500}.example" if n % 10 else f"@*bot{n}*:spam{n % 500}.example"
+        events.append(
+            {
+                "type": "m.policy.rule.user",
+                "state_key": f"rule:{entity}",
+                "sender": "@owner:lists.example",
+                "event_id": f"$rule{n}",
+                "origin_server_ts": 1,
+                "content": {"entity": entity, "recommendation": "m.ban", "reason": "spam"},
+            }
+        )
+    return events
+
+
+async def main(args: argparse.Namespace) -> None:
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    base = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    synapse = SynapseServer(base_dir=base / "synapse")
+    synapse.start()
+    try:
+        print(f"RSS of this process before any bot: {rss_mb():.0f} MB")
+        small = await World.create(synapse, base / "small", rooms=args.baseline_rooms, members=())
+        await small.mod.start_watching()
+        small_s = await first_start(small)
+        await small.close()
+
+        made = time.perf_counter()
+        world = await World.create(synapse, base / "big", rooms=args.rooms, members=())
+        print(f"{args.rooms} rooms created in {time.perf_counter() - made:.0f} s")
+        target, other = world.person("target"), world.person("other")
+        for room_id in world.protected:
+            await target.join(room_id)
+        await other.join(world.protected[0])
+        await world.mod.start_watching()
+        before = rss_mb()
+        big_s = await first_start(world)
+        print("\n(1) first start until !mod status answers")
+        print(f"  {args.baseline_rooms:>5} rooms: {small_s:6.1f} s")
+        print(
+            f"  {args.rooms:>5} rooms: {big_s:6.1f} s ({big_s / small_s:.1f}x; target ≤ 15 s with 500:"
+            f" {'met' if big_s <= 15 or args.rooms != 500 else 'NOT met'})"
+        )
+        with_rooms = rss_mb()
+
+        one = await ban_everywhere(world, other, world.protected[0])
+        every = await ban_everywhere(world, target)
+        print(f"\n(2) !mod ban across every room ({args.rooms})")
+        print(f"  one room:    reply {one[0]:6.2f} s, ban seen {one[1]:6.2f} s")
+        print(
+            f"  every room:  reply {every[0]:6.2f} s, last room's ban seen {every[1]:6.2f} s"
+            f" ({every[1] / one[1]:.0f}x one room; target ≤ 5 s: {'met' if every[1] <= 5 else 'NOT met'})"
+        )
+
+        print(f"\n(3) memory (RSS of this process: the bot, and the test's own clients ~{before:.0f} MB)")
+        print(f"  with {args.rooms} rooms: {with_rooms:.0f} MB ({with_rooms - before:+.0f} MB for the bot)")
+        lst = await world.mod.create_room(name="Big list", public=True, extra_power={"events_default": 50})
+        events = rule_events(args.rules)
+        real_state = Homeserver.room_state
+
+        async def room_state(self: Homeserver, room_id: str) -> list[dict[str, Any]]:
+            state = await real_state(self, room_id)
+            return [*state, *events] if room_id == lst else state
+
+        Homeserver.room_state = room_state  # type: ignore[method-assign]
+        try:
+            loaded = time.perf_counter()
+            count = await world.bot.policies.watch(lst, world.bot.policies.lists.get(lst) or _options())
+            load_s = time.perf_counter() - loaded
+        finally:
+            Homeserver.room_state = real_state  # type: ignore[method-assign]
+        events = []  # the bot's copy is what counts
+        import gc
+
+        gc.collect()
+        after = rss_mb()
+        print(f"  + a list of {count:,} rules (loaded in {load_s:.1f} s): {after:.0f} MB, peak {peak_mb():.0f} MB")
+        print(
+            f"  the bot's share: {after - before:.0f} MB; {(after - with_rooms) * 1024 * 1024 / max(count, 1):.0f} B"
+            f" per rule; the whole process {after:.0f} MB; target ≤ 150 MB with 1,000 rooms and 100,000 rules:"
+            f" {'met' if after <= 150 else 'NOT met'} (at {args.rooms} rooms, {args.rules:,} rules)"
+        )
+        await world.close()
+    finally:
+        synapse.stop()
+
+
+def _options() -> Any:
+    from policies.lists import ListOptions
+
+    return ListOptions()
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rooms", type=int, default=500)
+    parser.add_argument("--baseline-rooms", type=int, default=10)
+    parser.add_argument("--rules", type=int, default=100_000)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))
