@@ -21,7 +21,8 @@ before the list owner's request:
 
 (a) and (b) alternate. Each rule names a fresh target, registered and joined before timing
 starts (the bot has seen every join). ``--members N`` joins N more users to the protected room
-first, to show how the cost of applying a rule grows with the room. ``--profile`` wraps more of
+first, to show how the cost of applying a rule grows with the room. ``--rules N`` has the list
+hold N rules already when the bot loads it (served to the bot's ``room_state`` read only). ``--profile`` wraps more of
 the bot's methods *in this process* (no change to the package) and prints where the time goes.
 """
 
@@ -41,15 +42,17 @@ from typing import Any
 import attrs
 
 from abusebot import logs
-from abusebot.matrix import API
+from abusebot.matrix import API, Homeserver
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import Person, World, body_contains
 from policies.lists import POLICY_ROOM_TYPE
 
 try:
     from benchmarks.bench_ban_latency import SETTLE_S, Observer, Profiler, Span, breakdown, percentile
+    from benchmarks.bench_scale import rule_events
 except ImportError:  # run as a script: ``python benchmarks/bench_policy_latency.py``
     from bench_ban_latency import SETTLE_S, Observer, Profiler, Span, breakdown, percentile  # type: ignore[no-redef]
+    from bench_scale import rule_events  # type: ignore[no-redef]
 
 RULE_TYPE = "m.policy.rule.user"
 #: The issue's figures for other bots (one loopback Synapse; not measured here).
@@ -162,7 +165,14 @@ async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 
 
 
 async def run(
-    synapse: SynapseServer, base: Path, *, trials: int, warmup: int, members: int, profiler: PolicyProfiler
+    synapse: SynapseServer,
+    base: Path,
+    *,
+    trials: int,
+    warmup: int,
+    members: int,
+    profiler: PolicyProfiler,
+    rules: int = 0,
 ) -> Result:
     """Plain-message and rule-to-ban latencies (seconds)."""
     world = await World.create(synapse, base, members=())
@@ -190,7 +200,23 @@ async def run(
             targets.append(target)
         world.write_config({"policy_lists": {"watch": [list_room]}})
         profiler.bot_user_id = bot_id
-        bot = await world.start_bot()
+        real_state = Homeserver.room_state
+        if rules:
+            # The list already holds ``rules`` rules when the bot loads it (served to the bot only;
+            # writing thousands of state events through Synapse takes a long time).
+            loaded = rule_events(rules)
+
+            async def room_state(self: Homeserver, room_id: str) -> list[dict[str, Any]]:
+                state = await real_state(self, room_id)
+                return [*state, *loaded] if room_id == list_room else state
+
+            Homeserver.room_state = room_state  # type: ignore[method-assign]
+        try:
+            bot = await world.start_bot()
+        finally:
+            Homeserver.room_state = real_state  # type: ignore[method-assign]
+        if rules:
+            print(f"  the list holds {len(bot.policies.index):,} rules", flush=True)
         if not bot.policies.is_list_room(list_room):
             raise RuntimeError("the bot does not watch the list room")
         await world.mod.start_watching()
@@ -322,6 +348,7 @@ async def main(args: argparse.Namespace) -> None:
                 warmup=args.warmup,
                 members=args.members,
                 profiler=profiler,
+                rules=args.rules,
             )
             print("\n".join(report(result, detailed=args.profile)), flush=True)
         finally:
@@ -335,6 +362,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed trials first (default 1)")
     parser.add_argument("--members", type=int, default=0, help="extra members joined to the protected room first")
     parser.add_argument("--profile", action="store_true", help="time the bot's steps (in-process wrappers)")
+    parser.add_argument("--rules", type=int, default=0, help="rules the watched list already holds (e.g. 5000)")
     return parser.parse_args(argv)
 
 
