@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,7 +32,7 @@ from abusebot.ledger import ALL_ROOMS, Infraction, IntentRow, Ledger, NewIntent,
 from abusebot.matrix import Api, HomeserverUnavailable, MatrixError
 from abusebot.outbox import Outbox, Result, intent
 from abusebot.rooms import RoomStore
-from abusebot.safety import ACTION_POWERS, Staff, beyond_reach, cannot_act, refusal
+from abusebot.safety import ACTION_POWERS, Staff, beyond_reach, can_command, cannot_act, refusal
 
 log = structlog.get_logger("abusebot.actions")
 
@@ -294,6 +295,45 @@ class Moderation:
             claim=(actor.event_id, claim) if claim and actor.event_id else None,
         )
 
+    async def _record_sanction(
+        self,
+        kind: str,
+        subject: str,
+        reason: str,
+        actor: Actor,
+        scope: Scope,
+        in_room: Callable[[str, int], NewIntent],
+        *,
+        notify: bool,
+        duration_s: int | None = None,
+        next_step: str | None = None,
+        rule: str | None = None,
+        level: int | None = None,
+        claim: str | None = None,
+    ) -> Recorded:
+        """Record a sanction with its intent in each room of ``scope`` and, when ``notify``, the
+        user's notice (which names the infraction, so it is built inside the transaction)."""
+
+        def intents(infraction_id: int) -> list[NewIntent]:
+            rows = [in_room(room, infraction_id) for room in scope.rooms]
+            if notify:
+                notice = self._notice(kind, scope, reason, duration_s, infraction_id, next_step)
+                rows.append(self.dm_intent(subject, notice, key=f"dm:{infraction_id}"))
+            return rows
+
+        return await self._record(
+            kind,
+            subject,
+            reason,
+            actor,
+            scope,
+            duration_s=duration_s,
+            rule=rule,
+            level=level,
+            intents=intents,
+            claim=claim,
+        )
+
     async def _refuse(self, action: str, subject: str, scope: Scope, actor: Actor, why: str) -> Outcome:
         await self.ledger.audit(
             actor=actor.name,
@@ -516,27 +556,135 @@ class Moderation:
         )
 
     async def resume(self) -> int:
-        """At start, before new events: settle every infraction a crash left ``pending`` (carrying
-        out what the homeserver had not answered), then every other pending intent. Returns how
-        many infractions were resumed."""
+        """At start, before new events: finish what a crash left half done. Returns how many
+        infractions were resumed.
+
+        1. Redactions first (pending and tied to no infraction): spam must not wait behind notices.
+        2. Each ``pending`` infraction, a few at a time, *checked again*: the commander must
+           still be allowed to command (a moderator demoted while the bot was down is not
+           obeyed) and the subject must still be fair game (someone made a moderator meanwhile
+           is not banned). A refused one is undone where it had already taken hold, and ends
+           ``failed`` with the reason, said in the management room (and to the commander).
+           A record from before the outbox (no intents) gets its intents now.
+        3. Every other pending intent.
+        """
+        pending_rows = await self.ledger.pending_intents()
+        await self.outbox.run([r for r in pending_rows if r.kind == "redact" and r.infraction_id is None])
         pending = await self.ledger.pending_infractions()
-        for inf in pending:
-            rows = await self.ledger.intents_for(inf.id)
-            actor = Actor(inf.actor, inf.origin, inf.source_event, room_id=inf.source_room)
-            reply = (
-                (inf.source_room, inf.source_event)
-                if inf.origin == "command" and inf.source_room and inf.source_event
-                else None
-            )
-            outcome = await self._carry_out(
-                Recorded(inf, tuple(rows), fresh=True),
-                actor=actor,
-                scope=Scope(inf.scope, tuple(r.room_id for r in rows if r.kind == PRIMARY.get(inf.kind))),
-                reply=reply,
-            )
-            log.info("infraction_resumed", infraction_id=inf.id, kind=inf.kind, subject=inf.subject, ok=outcome.ok)
+        gate = asyncio.Semaphore(RESUME_CONCURRENCY)
+
+        async def one(inf: Infraction) -> None:
+            async with gate:
+                try:
+                    await self._resume_one(inf)
+                except Exception as err:  # one bad record never keeps the others from resuming
+                    log.exception("infraction_resume_failed", infraction_id=inf.id, error=repr(err))
+
+        await asyncio.gather(*(one(inf) for inf in pending))
         await self.outbox.resume()
         return len(pending)
+
+    async def _resume_one(self, inf: Infraction) -> None:
+        actor = Actor(inf.actor, inf.origin, inf.source_event, room_id=inf.source_room)
+        reply = (
+            (inf.source_room, inf.source_event)
+            if inf.origin == "command" and inf.source_room and inf.source_event
+            else None
+        )
+        rows = await self.ledger.intents_for(inf.id)
+        primary_kind = PRIMARY.get(inf.kind)
+        if primary_kind and not any(r.kind == primary_kind for r in rows):
+            rows = await self._legacy_intents(inf, primary_kind)
+        primary = [r for r in rows if r.kind == primary_kind]
+        why = self._resume_refusal(inf, Scope(inf.scope, tuple(r.room_id for r in primary)))
+        if why:
+            await self._refuse_resumed(inf, rows, why, reply)
+            return
+        outcome = await self._carry_out(
+            Recorded(inf, tuple(rows), fresh=True),
+            actor=attrs.evolve(actor, bounded=inf.origin == "command" and inf.source_room != self.store.management_id),
+            scope=Scope(inf.scope, tuple(r.room_id for r in primary)),
+            reply=reply,
+        )
+        log.info("infraction_resumed", infraction_id=inf.id, kind=inf.kind, subject=inf.subject, ok=outcome.ok)
+
+    def _resume_refusal(self, inf: Infraction, scope: Scope) -> str | None:
+        """Why a resumed infraction must not go on now, or ``None``."""
+        if inf.origin == "command":
+            room = inf.source_room or self.store.management_id
+            management = room == self.store.management_id
+            if not can_command(inf.actor, self.store.room(room), self.staff, management=management):
+                return f"{inf.actor} may no longer command me there"
+            commander = None if management else inf.actor
+        else:
+            commander = None
+        action = "warning" if inf.kind == "warning" else inf.kind
+        if inf.kind == "note":
+            return None
+        return self.check(inf.subject, scope, Actor(inf.actor, inf.origin, bounded=commander is not None), action)
+
+    async def _legacy_intents(self, inf: Infraction, primary_kind: str) -> list[IntentRow]:
+        """A pending record from before the outbox: what it meant to do, as intents now. Its first
+        write may have landed (a crash-left mute holds the muted level): a ban or a kick again is
+        harmless; a mute's previous level is unknown, so its lift restores the room's default."""
+        rooms = self.rooms_of(inf)
+        if primary_kind == "power":
+            rows = [
+                intent("power", r, key=f"mute:{inf.id}:{r}", user=inf.subject, level="muted", carry_previous=None)
+                for r in rooms
+            ]
+        else:
+            rows = [
+                intent(primary_kind, r, key=f"{primary_kind}:{inf.id}:{r}", user=inf.subject, reason=inf.reason)
+                for r in rooms
+            ]
+        await self.ledger.add_intents(rows, infraction_id=inf.id)
+        log.warning("legacy_infraction_resumed", infraction_id=inf.id, kind=inf.kind, rooms=len(rooms))
+        return await self.ledger.intents_for(inf.id)
+
+    async def _refuse_resumed(
+        self, inf: Infraction, rows: Sequence[IntentRow], why: str, reply: tuple[str, str] | None
+    ) -> None:
+        """Stop a resumed infraction: its unanswered intents fail, what took hold is undone."""
+        for row in rows:
+            if row.state == "pending":
+                await self.ledger.finish_intent(row.id, "failed", error=f"refused at restart: {why}")
+        fresh = {row.id: row for row in await self.ledger.intents_for(inf.id)}
+        applied = [row for row in fresh.values() if row.state == "done" and row.kind == PRIMARY.get(inf.kind)]
+        if inf.kind == "ban" and applied:
+            await self.outbox.do_all(
+                [intent("unban", r.room_id, user=inf.subject, reason=f"#{inf.id} refused: {why}") for r in applied]
+            )
+        elif inf.kind == "mute" and applied:
+            await self.outbox.do_all(
+                [
+                    intent(
+                        "power",
+                        r.room_id,
+                        user=inf.subject,
+                        level=r.result.get("previous"),
+                        only_if=r.result.get("level"),
+                    )
+                    for r in applied
+                ]
+            )
+        text = f"⛔ Not carried out after my restart: {inf.kind} #{inf.id} of {inf.subject} ({why})."
+        message = Message(text, html.escape(text))
+        posts = [self.post_intent(message)]
+        if reply is not None and reply[0] != self.store.management_id:
+            posts.append(self.send_intent(reply[0], message, key=f"reply:{reply[1]}", reply_to=reply[1]))
+        elif reply is not None:
+            posts = [self.send_intent(reply[0], message, key=f"reply:{reply[1]}", reply_to=reply[1])]
+        await self.ledger.update_infraction(
+            inf.id,
+            state="failed",
+            actor=self.bot_user_id,
+            reason=f"refused at restart: {why}",
+            intents=posts,
+            claim=(reply[1], "command") if reply is not None else None,
+        )
+        await self._run_unkeyed(inf.id)
+        log.warning("infraction_refused_at_resume", infraction_id=inf.id, why=why)
 
     async def _nowhere(self, action: str, subject: str, scope: Scope, actor: Actor, skipped: dict[str, str]) -> Outcome:
         """The reply when the bot can act in none of the rooms (recorded as a failure)."""
@@ -653,26 +801,21 @@ class Moderation:
         # DM room is not a protected room, so the banned user can still read a notice sent after.
         dm_first = notify and await self.dm_room(subject) is not None
 
-        def intents(infraction_id: int) -> list[NewIntent]:
-            rows = [
-                intent("ban", room, key=f"ban:{infraction_id}:{room}", user=subject, reason=reason)
-                for room in scope.rooms
-            ]
-            if notify:
-                notice = self._notice("ban", scope, reason, duration_s, infraction_id, next_step)
-                rows.append(self.dm_intent(subject, notice, key=f"dm:{infraction_id}"))
-            return rows
+        def in_room(room: str, infraction_id: int) -> NewIntent:
+            return intent("ban", room, key=f"ban:{infraction_id}:{room}", user=subject, reason=reason)
 
-        rec = await self._record(
+        rec = await self._record_sanction(
             "ban",
             subject,
             reason,
             actor,
             scope,
+            in_room,
+            notify=notify,
             duration_s=duration_s,
+            next_step=next_step,
             rule=rule,
             level=level,
-            intents=intents,
             claim=claim,
         )
         return await self._carry_out(
@@ -736,23 +879,16 @@ class Moderation:
             if skipped:
                 return await self._nowhere("kick", subject, scope, actor, skipped)
             return Outcome(False, f"{subject} is not in {self.where(scope)}.")
-        notify = self.config.notify_users
+        present_scope = Scope(scope.key, tuple(present))
 
-        def intents(infraction_id: int) -> list[NewIntent]:
-            rows = [
-                intent("kick", room, key=f"kick:{infraction_id}:{room}", user=subject, reason=reason)
-                for room in present
-            ]
-            if notify:
-                notice = self._notice("kick", scope, reason, None, infraction_id)
-                rows.append(self.dm_intent(subject, notice, key=f"dm:{infraction_id}"))
-            return rows
+        def in_room(room: str, infraction_id: int) -> NewIntent:
+            return intent("kick", room, key=f"kick:{infraction_id}:{room}", user=subject, reason=reason)
 
-        rec = await self._record("kick", subject, reason, actor, scope, intents=intents)
-        # The notice goes first: once kicked, the user still reads the DM room (not a protected one).
-        return await self._carry_out(
-            rec, actor=actor, scope=Scope(scope.key, tuple(present)), dm_first=True, skipped=skipped
+        rec = await self._record_sanction(
+            "kick", subject, reason, actor, present_scope, in_room, notify=self.config.notify_users
         )
+        # The notice goes first: once kicked, the user still reads the DM room (not a protected one).
+        return await self._carry_out(rec, actor=actor, scope=present_scope, dm_first=True, skipped=skipped)
 
     # -- mutes ------------------------------------------------------------------------------------
 
@@ -785,33 +921,28 @@ class Moderation:
                 carried.update(inf.undo.get("rooms", {}))
         notify = self.config.notify_users
 
-        def intents(infraction_id: int) -> list[NewIntent]:
-            rows = []
-            for room in scope.rooms:
-                extra: dict[str, Any] = {}
-                entry = carried.get(room)
-                if isinstance(entry, dict):
-                    extra = {"carry_previous": entry.get("previous"), "level": entry.get("muted_level", "muted")}
-                rows.append(
-                    intent(
-                        "power", room, key=f"mute:{infraction_id}:{room}", user=subject, **{"level": "muted", **extra}
-                    )
-                )
-            if notify:
-                notice = self._notice("mute", scope, reason, duration_s, infraction_id, next_step)
-                rows.append(self.dm_intent(subject, notice, key=f"dm:{infraction_id}"))
-            return rows
+        def in_room(room: str, infraction_id: int) -> NewIntent:
+            entry = carried.get(room)
+            # A second mute keeps the level from before the first: that is what an unmute restores.
+            extra = (
+                {"carry_previous": entry.get("previous"), "level": entry.get("muted_level", "muted")}
+                if isinstance(entry, dict)
+                else {"level": "muted"}
+            )
+            return intent("power", room, key=f"mute:{infraction_id}:{room}", user=subject, **extra)
 
-        rec = await self._record(
+        rec = await self._record_sanction(
             "mute",
             subject,
             reason,
             actor,
             scope,
+            in_room,
+            notify=notify,
             duration_s=duration_s,
+            next_step=next_step,
             rule=rule,
             level=level,
-            intents=intents,
             claim=claim,
         )
         return await self._carry_out(rec, actor=actor, scope=scope, on_enforced=on_enforced, skipped=skipped, why=why)
@@ -890,17 +1021,19 @@ class Moderation:
         if skipped and not scope.rooms:
             return await self._nowhere("redact", subject, scope, actor, skipped)
 
+        plan, failed = await self._redaction_plan(subject, count, actor, scope)
+
         async def redact_in(room_id: str) -> int:
-            events = await self.recent_events(room_id, subject, count)
-            results = await self.outbox.do_all([redact_intent(room_id, event_id, reason) for event_id in events])
+            results = await self.outbox.do_all([redact_intent(room_id, event_id, reason) for event_id in plan[room_id]])
             errors = [r.error for r in results if not r.ok]
             if errors and len(errors) == len(results):
                 raise MatrixError(500, {"error": errors[0] or "redaction failed"})
             return len(results) - len(errors)
 
-        results = await asyncio.gather(*(redact_in(room) for room in scope.rooms), return_exceptions=True)
+        rooms = [room for room in scope.rooms if room in plan]
+        results = await asyncio.gather(*(redact_in(room) for room in rooms), return_exceptions=True)
         total = sum(r for r in results if isinstance(r, int))
-        failed = {room: str(r) for room, r in zip(scope.rooms, results, strict=True) if isinstance(r, BaseException)}
+        failed.update({room: str(r) for room, r in zip(rooms, results, strict=True) if isinstance(r, BaseException)})
         await self.ledger.audit(
             actor=actor.name,
             action="redact",
@@ -928,6 +1061,36 @@ class Moderation:
         if total:
             await self.tell_user(subject, self._notice("redact", scope, reason, None, None))
         return Outcome(not failed, line.plain, line=line)
+
+    async def _redaction_plan(
+        self, subject: str, count: int, actor: Actor, scope: Scope
+    ) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """Which events a redaction command removes, per room, chosen once: the choice is recorded
+        before the first redaction, so a command run again after a crash redacts those same
+        events (not the next ``count`` older ones). Returns (plan, {room: why it failed})."""
+        if actor.event_id is not None:
+            for row in await self.ledger.audit_rows_for_event(actor.event_id, "redact:plan"):
+                detail = json.loads(row["detail"] or "{}")
+                events = detail.get("events")
+                if isinstance(events, dict):
+                    return {str(k): [str(e) for e in v] for k, v in events.items()}, dict(detail.get("failed", {}))
+        found = await asyncio.gather(
+            *(self.recent_events(room, subject, count) for room in scope.rooms), return_exceptions=True
+        )
+        plan = {room: ids for room, ids in zip(scope.rooms, found, strict=True) if isinstance(ids, list)}
+        failed = {
+            room: str(err) for room, err in zip(scope.rooms, found, strict=True) if isinstance(err, BaseException)
+        }
+        await self.ledger.audit(
+            actor=actor.name,
+            action="redact:plan",
+            outcome="requested",
+            subject=subject,
+            room=scope.key,
+            event_id=actor.event_id,
+            detail={"events": plan, "failed": failed, "count": count},
+        )
+        return plan, failed
 
     async def recent_events(self, room_id: str, sender: str, count: int, max_pages: int = 10) -> list[str]:
         """Ids of ``sender``'s latest unredacted, non-state events in ``room_id``, newest first."""
@@ -1049,6 +1212,8 @@ class Moderation:
         return await self.ledger.mark_processed(actor.event_id, action)
 
 
+#: Infractions settled at once at start.
+RESUME_CONCURRENCY = 8
 #: The intent kind that carries out each kind of infraction in a room.
 PRIMARY = {"ban": "ban", "mute": "power", "kick": "kick"}
 VERBS = {"ban": "Banned", "mute": "Muted", "kick": "Kicked", "warning": "Warned", "note": "Noted"}

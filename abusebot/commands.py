@@ -526,6 +526,17 @@ class CommandHandler:
         text = self.is_command(event) if event is not None else None
         # Authorized again, now: a moderator demoted meanwhile is not obeyed.
         auth = authorize(event, self.store, self.moderation) if event is not None and text else None
+        if event is not None and text is not None and auth is None:
+            # Said, not silent: the sender sees why their command did nothing.
+            await self.moderation.ledger.audit(
+                actor=event.sender,
+                action="command",
+                outcome="refused",
+                room=event.room_id,
+                reason="after a restart: the sender may no longer command the bot here",
+                event_id=event.event_id,
+            )
+            await self.reply(event, _text("⛔ Not run after my restart: you may no longer command me here."))
         if event is None or text is None or auth is None:
             await self.moderation.ledger.complete_job("command", job.key)
             return False

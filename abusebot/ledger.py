@@ -273,6 +273,8 @@ MIGRATIONS: tuple[str, ...] = (
         version     INTEGER NOT NULL,
         applied_at  INTEGER NOT NULL
     ) WITHOUT ROWID;
+    CREATE INDEX audit_by_event ON audit (event_id, action) WHERE event_id IS NOT NULL;
+    CREATE INDEX infractions_by_source ON infractions (source_event, kind, subject) WHERE source_event IS NOT NULL;
     """,
 )
 
@@ -719,11 +721,13 @@ class Ledger:
 
     # -- the outbox -----------------------------------------------------------------------------
 
-    async def add_intents(self, intents: Sequence[NewIntent], claim: tuple[str, str] | None = None) -> list[IntentRow]:
+    async def add_intents(
+        self, intents: Sequence[NewIntent], claim: tuple[str, str] | None = None, infraction_id: int | None = None
+    ) -> list[IntentRow]:
         """Record intents (and a replay claim) in one transaction; an intent whose key exists is
         not recorded again. Returns the rows, existing ones included, in the given order."""
         async with self.transaction() as db:
-            keys = await _insert_intents(db, intents, None)
+            keys = await _insert_intents(db, intents, infraction_id)
             if claim is not None:
                 await _claim(db, *claim)
         return await self.intents_by_key(keys)
@@ -886,6 +890,17 @@ class Ledger:
         query += " ORDER BY id DESC LIMIT ?"
         args.append(limit)
         async with self._db.execute(query, args) as cur:
+            names = [column[0] for column in cur.description]
+            rows = await cur.fetchall()
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    async def audit_rows_for_event(self, event_id: str, action: str) -> list[dict[str, Any]]:
+        """Audit rows of ``action`` recorded for the request ``event_id``, oldest first."""
+        async with self._db.execute(
+            "SELECT id, at, actor, action, subject, room, infraction_id, outcome, reason, detail, event_id FROM audit"
+            " WHERE event_id = ? AND action = ? ORDER BY id",
+            (event_id, action),
+        ) as cur:
             names = [column[0] for column in cur.description]
             rows = await cur.fetchall()
         return [dict(zip(names, row, strict=True)) for row in rows]

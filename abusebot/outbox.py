@@ -40,6 +40,8 @@ log = structlog.get_logger("abusebot.outbox")
 
 #: The name a DM room created for notices gets (and how a cut-short creation is found again).
 DM_ROOM_NAME = "Moderation notices"
+#: Times a power-level change is applied again after someone else's write crossed it.
+CONFLICT_RETRIES = 3
 #: Every kind of intent the executor knows.
 KINDS = ("ban", "unban", "kick", "redact", "send", "dm", "power", "join_rule", "acl", "state")
 #: State event types whose changes are serialised (a read-modify-write each).
@@ -225,32 +227,8 @@ class Outbox:
         """Apply a power-level, join-rule or ACL change to a fresh read (the caller holds the lock)."""
         p = row.payload
         event_type = SERIALISED[row.kind]
-        current = await self.api.hs.state_event(row.room_id, event_type) or {}
         if row.kind == "power":
-            user = str(p["user"])
-            users = dict(current.get("users") or {})
-            before = users.get(user)
-            noted = dict(row.result)
-            if "previous" not in noted:
-                # Record what we replace before replacing it: a resumed mute must not take its own
-                # muted level for the user's old one. A mute of someone already muted carries the
-                # level from before the first mute (``carry_previous``), not the muted one.
-                previous = p.get("carry_previous", before)
-                noted = {"previous": previous, "had_entry": user in users}
-                await self.ledger.note_intent(row.id, noted)
-            if "only_if" in p and before != p["only_if"]:
-                return Result(True, {**noted, "left_alone": True, "found": before})
-            level = p.get("level")
-            if level == "muted":
-                level = PowerLevels.from_content(current).muted_level()
-            if level is None:
-                users.pop(user, None)
-            else:
-                users[user] = level
-            if users == dict(current.get("users") or {}):
-                return Result(True, {**noted, "level": level, "unchanged": True})
-            await self.api.put_state(row.room_id, event_type, "", {**current, "users": users}, row.priority)
-            return Result(True, {**noted, "level": level})
+            return await self._change_power(row)
         if row.kind == "join_rule":
             whole = await self._state_event_whole(row.room_id, event_type)
             found_event = whole.get("event_id")
@@ -265,11 +243,72 @@ class Outbox:
             event_id = await self.api.put_state(row.room_id, event_type, "", content, row.priority)
             return Result(True, {"event_id": event_id, "found": found_rule})
         # acl: the wanted ACL, unless it is already in force
+        current = await self.api.hs.state_event(row.room_id, event_type) or {}
         wanted = dict(p["content"])
         if {k: current.get(k) for k in wanted} == wanted:
             return Result(True, {"unchanged": True})
         event_id = await self.api.put_state(row.room_id, event_type, "", wanted, row.priority)
         return Result(True, {"event_id": event_id})
+
+    async def _change_power(self, row: IntentRow) -> Result:
+        """Set one user's level on a fresh read. Matrix has no compare-and-swap, so a write by
+        someone else between our read and our write would be lost: the event our write replaced
+        tells. If it is not the one we read, our change is applied again on top of theirs."""
+        p = row.payload
+        user = str(p["user"])
+        read = await self._state_event_whole(row.room_id, "m.room.power_levels")
+        current = _content(read)
+        users = dict(current.get("users") or {})
+        before = users.get(user)
+        noted = dict(row.result)
+        if "previous" not in noted:
+            # Record what we replace before replacing it: a resumed mute must not take its own
+            # muted level for the user's old one. A mute of someone already muted carries the
+            # level from before the first mute (``carry_previous``), not the muted one.
+            previous = p.get("carry_previous", before)
+            noted = {"previous": previous, "had_entry": user in users}
+            await self.ledger.note_intent(row.id, noted)
+        if "only_if" in p and before != p["only_if"]:
+            return Result(True, {**noted, "left_alone": True, "found": before})
+        level = p.get("level")
+        if level == "muted":
+            level = PowerLevels.from_content(current).muted_level()
+        read_id = read.get("event_id")
+        for _attempt in range(CONFLICT_RETRIES):
+            users = dict(current.get("users") or {})
+            if level is None:
+                users.pop(user, None)
+            else:
+                users[user] = level
+            if users == dict(current.get("users") or {}):
+                return Result(True, {**noted, "level": level, "unchanged": True})
+            event_id = await self.api.put_state(
+                row.room_id, "m.room.power_levels", "", {**current, "users": users}, row.priority
+            )
+            replaced = await self._replaced(row.room_id, event_id)
+            if replaced is None or read_id is None or replaced == read_id:
+                return Result(True, {**noted, "level": level})
+            # Someone wrote between our read and our write: theirs is the event we replaced.
+            log.warning("state_write_conflict", room_id=row.room_id, ours=event_id, theirs=replaced)
+            theirs = await self._event(row.room_id, replaced)
+            current, read_id = _content(theirs), replaced
+            if "users" not in current:
+                break
+        return Result(True, {**noted, "level": level, "conflict": True})
+
+    async def _replaced(self, room_id: str, event_id: str) -> str | None:
+        """The state event ``event_id`` replaced (the homeserver says, in ``unsigned``)."""
+        event = await self._event(room_id, event_id)
+        unsigned = event.get("unsigned")
+        replaced = unsigned.get("replaces_state") if isinstance(unsigned, Mapping) else None
+        return replaced if isinstance(replaced, str) else None
+
+    async def _event(self, room_id: str, event_id: str) -> Mapping[str, Any]:
+        try:
+            reply = await self.api.hs.request("GET", f"{API}/rooms/{q(room_id)}/event/{q(event_id)}")
+        except MatrixError:
+            return {}
+        return reply if isinstance(reply, Mapping) else {}
 
     async def _state_event_whole(self, room_id: str, event_type: str) -> Mapping[str, Any]:
         """The state event with its id (who set it tells whether it is still ours)."""
@@ -310,6 +349,11 @@ class Outbox:
                 if name.get("name") == DM_ROOM_NAME and member.get("membership") in ("invite", "join", "leave"):
                     return str(room_id)
         return None
+
+
+def _content(event: Mapping[str, Any]) -> dict[str, Any]:
+    content = event.get("content")
+    return dict(content) if isinstance(content, Mapping) else {}
 
 
 def _recorded(row: IntentRow | None) -> tuple[Mapping[str, Any], str | None]:

@@ -14,6 +14,7 @@ import copy
 import itertools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import unquote
 
 from abusebot.matrix import Api, MatrixError
 
@@ -37,9 +38,14 @@ class FakeReads:
 
     async def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
         await self.server.tick()
-        if "/state/m.room.join_rules/" in path:
-            room_id = path.split("/rooms/")[1].split("/")[0].replace("%21", "!").replace("%3A", ":")
-            event = self.server.state.get(room_id, {}).get(("m.room.join_rules", ""))
+        if "/rooms/" in path and ("/state/" in path or "/event/" in path):
+            room_id, rest = unquote(path.split("/rooms/")[1].split("/")[0]), path.split("/rooms/")[1].split("/")[1:]
+            if rest[0] == "state":  # a whole state event (format=event)
+                event = self.server.state.get(room_id, {}).get(
+                    (unquote(rest[1]), unquote(rest[2]) if len(rest) > 2 else "")
+                )
+            else:  # /event/{id}: any event the fake made, with what it replaced
+                event = self.server.events.get(unquote(rest[1]))
             if event is None:
                 raise MatrixError(404, {"errcode": "M_NOT_FOUND"})
             return copy.deepcopy(event)
@@ -65,6 +71,8 @@ class FakeHomeserver(Api):
         self.redacted: list[str] = []
         self.txns: set[tuple[str, str]] = set()
         self.fail: dict[str, MatrixError] = {}
+        #: Every state event the fake made, by id (``/event/{id}``).
+        self.events: dict[str, dict[str, Any]] = {}
         #: Awaited before each write takes effect, and after it took effect (see :data:`WriteHook`).
         self.before_write: WriteHook | None = None
         self.after_write: WriteHook | None = None
@@ -79,12 +87,18 @@ class FakeHomeserver(Api):
     def put(self, room_id: str, event_type: str, content: Mapping[str, Any], state_key: str = "") -> str:
         """Set a state event directly (test set-up, or "someone else" changing it)."""
         event_id = f"$e{next(self._ids)}"
-        self.state.setdefault(room_id, {})[(event_type, state_key)] = {
+        room = self.state.setdefault(room_id, {})
+        previous = room.get((event_type, state_key))
+        event: dict[str, Any] = {
             "event_id": event_id,
             "type": event_type,
             "state_key": state_key,
             "content": copy.deepcopy(dict(content)),
         }
+        if previous is not None:
+            event["unsigned"] = {"replaces_state": previous["event_id"]}
+        room[(event_type, state_key)] = event
+        self.events[event_id] = event
         return event_id
 
     def membership(self, room_id: str, user: str) -> str | None:

@@ -322,31 +322,33 @@ class TestRefusals:
 
 
 class TestResume:
-    def intents(self, subject: str = ALICE) -> Callable[[int], Sequence[NewIntent]]:
-        """The intents a ban in both rooms records, as Moderation.ban builds them."""
+    def intents(self, subject: str = ALICE, rooms: Sequence[str] = ROOMS) -> Callable[[int], Sequence[NewIntent]]:
+        """The intents a ban in ``rooms`` records, as Moderation.ban builds them."""
 
         def build(infraction_id: int) -> list[NewIntent]:
             rows = [
-                intent("ban", room, key=f"ban:{infraction_id}:{room}", user=subject, reason="spam") for room in ROOMS
+                intent("ban", room, key=f"ban:{infraction_id}:{room}", user=subject, reason="spam") for room in rooms
             ]
             notice = {"msgtype": "m.notice", "body": f"You have been banned (#{infraction_id})"}
             return [*rows, intent("dm", "", key=f"dm:{infraction_id}", user=subject, content=notice)]
 
         return build
 
-    async def record(self, ledger: Ledger, source_room: str = LOBBY) -> Infraction:
-        """A temporary ban by a command, recorded with its intents and left (the crash came right after)."""
+    async def record(self, ledger: Ledger, source_room: str = MANAGEMENT) -> Infraction:
+        """A temporary ban by a command, recorded with its intents and left (the crash came right after):
+        a moderator's everywhere from the management room, a room admin's in their room (LOBBY)."""
+        admin = source_room == LOBBY
         rec = await ledger.record_infraction(
             subject=ALICE,
             kind="ban",
-            scope="*",
+            scope=LOBBY if admin else "*",
             reason="spam",
-            actor=ADMIN,
+            actor=ADMIN if admin else MOD,
             origin="command",
             expires_at=now_ms() + HOUR * 1000,
             source_event="$cmd1",
             source_room=source_room,
-            intents=self.intents(),
+            intents=self.intents(rooms=(LOBBY,) if admin else ROOMS),
             claim=("$cmd1", "ban"),
         )
         assert rec.infraction.state == "pending"
@@ -364,7 +366,7 @@ class TestResume:
         assert await ledger.pending_job("lift", str(inf.id)) is not None
         assert [hs.membership(room, ALICE) for room in ROOMS] == ["ban", "ban"]
         [line] = bodies(hs, MANAGEMENT)
-        assert line.startswith(f"Banned {ALICE}")
+        assert line.startswith(f"✅ Banned {ALICE}")  # the reply to the command, which is its line
         assert f"#{inf.id}" in line
         assert len(await dms(hs, ledger)) == 1
         assert await ledger.outbox_depth() == 0
@@ -539,3 +541,99 @@ class TestExpire:
         assert not await moderation.expire(await only_infraction(ledger))
         assert (await only_infraction(ledger)).state == "active"
         assert [line for line in bodies(hs, MANAGEMENT) if line.startswith("Unbanned")] == []
+
+
+class TestResumeChecksAgain:
+    """What a crash left half done is checked again at the restart (the authority of the commander,
+    the safety of the subject); a record from before the outbox is carried out, not assumed done."""
+
+    async def pending_ban(self, ledger: Ledger, subject: str = ALICE) -> Infraction:
+        rec = await ledger.record_infraction(
+            subject=subject,
+            kind="ban",
+            scope="*",
+            reason="spam",
+            actor=MOD,
+            origin="command",
+            source_event="$cmd9",
+            source_room=MANAGEMENT,
+            intents=TestResume().intents(subject),
+        )
+        return rec.infraction
+
+    async def test_a_moderator_demoted_while_the_bot_was_down_is_not_obeyed(
+        self, ledger: Ledger, hs: FakeHomeserver, store: RoomStore
+    ) -> None:
+        """The moderator lost their level before the restart: the ban is not carried out, the
+        infraction ends failed, and the reply says why."""
+        inf = await self.pending_ban(ledger)
+        store.room(MANAGEMENT).apply(
+            {"type": POWER, "state_key": "", "sender": BOT, "content": {"users": {BOT: 100, MOD: 0}}}
+        )
+        await make_moderation(ledger, hs, store).resume()
+        assert [hs.membership(room, ALICE) for room in ROOMS] == ["join", "join"]
+        assert (await ledger.get_infraction(inf.id)).state == "failed"  # type: ignore[union-attr]
+        [reply] = messages(hs, MANAGEMENT)
+        assert "Not carried out after my restart" in reply["body"]
+        assert reply["m.relates_to"] == {"m.in_reply_to": {"event_id": "$cmd9"}}
+        assert await ledger.outbox_depth() == 0
+
+    async def test_a_subject_made_a_moderator_meanwhile_is_not_banned_and_a_landed_ban_is_lifted(
+        self, ledger: Ledger, hs: FakeHomeserver, store: RoomStore
+    ) -> None:
+        """ALICE became a moderator while the bot was down; the ban had reached one room already:
+        it is lifted there, and the other room is never banned."""
+        inf = await self.pending_ban(ledger)
+        [first, *_] = [row for row in await ledger.intents_for(inf.id) if row.kind == "ban"]
+        hs.put(first.room_id, "m.room.member", {"membership": "ban"}, ALICE)
+        await ledger.finish_intent(first.id, "done")
+        store.room(MANAGEMENT).apply(
+            {"type": POWER, "state_key": "", "sender": BOT, "content": {"users": {BOT: 100, MOD: 50, ALICE: 50}}}
+        )
+        store.room(MANAGEMENT).apply(
+            {"type": "m.room.member", "state_key": ALICE, "sender": ALICE, "content": {"membership": "join"}}
+        )
+        await make_moderation(ledger, hs, store).resume()
+        assert [hs.membership(room, ALICE) for room in ROOMS] == ["leave", "join"]
+        assert (await ledger.get_infraction(inf.id)).state == "failed"  # type: ignore[union-attr]
+
+    async def test_a_pending_mute_from_before_the_outbox_is_carried_out(
+        self, ledger: Ledger, hs: FakeHomeserver, store: RoomStore
+    ) -> None:
+        """A pending mute with no intents (an older abusebot crashed after its write): the mute is
+        put in force now, with a lift that restores the room's default level, not the muted one."""
+        inf = await ledger.add_infraction(
+            subject=ALICE,
+            kind="mute",
+            scope=LOBBY,
+            reason="flood",
+            actor=MOD,
+            origin="command",
+            expires_at=now_ms() + HOUR * 1000,
+        )
+        await make_moderation(ledger, hs, store).resume()
+        settled = await ledger.get_infraction(inf.id)
+        assert settled is not None
+        assert settled.state == "active"
+        assert hs.users(LOBBY)[ALICE] == -1
+        assert settled.undo["rooms"][LOBBY]["previous"] is None
+        assert await make_moderation(ledger, hs, store).expire(settled)
+        assert ALICE not in hs.users(LOBBY)
+
+
+class TestRedactRunTwice:
+    async def test_a_redaction_command_run_again_removes_the_same_messages(
+        self, moderation: Moderation, ledger: Ledger, hs: FakeHomeserver
+    ) -> None:
+        """``redact ALICE 3`` run twice (a crash, the command again): the second run redacts the
+        same three messages, never three older ones."""
+        hs.timeline[LOBBY] = [
+            {"event_id": f"$m{n}", "sender": ALICE, "type": "m.room.message", "content": {"body": f"m{n}"}}
+            for n in range(10)
+        ]
+        actor = Actor(MOD, "command", "$redact-cmd", room_id=MANAGEMENT, reply_is_audit=True)
+        first = await moderation.redact(ALICE, 3, "spam", actor, Scope.room(LOBBY))
+        hs.timeline[LOBBY] = [e for e in hs.timeline[LOBBY] if e["event_id"] not in hs.redacted]
+        second = await moderation.redact(ALICE, 3, "spam", actor, Scope.room(LOBBY))
+        assert (first.ok, second.ok) == (True, True)
+        assert sorted(hs.redacted) == ["$m7", "$m8", "$m9"]

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from abusebot import outbox as outbox_module
 from abusebot.ledger import IntentRow, Ledger, NewIntent
 from abusebot.matrix import MatrixError
 from abusebot.outbox import DM_ROOM_NAME, Outbox, intent, text_content
@@ -356,14 +357,47 @@ class TestConcurrentPowerChanges:
         assert all(r.ok for r in await outbox.do_all(self.changes()))
         assert hs.users(ROOM) == wanted
 
-    async def test_without_the_lock_the_fake_loses_updates(
+    async def test_without_the_lock_and_the_conflict_check_the_fake_loses_updates(
         self, hs: FakeHomeserver, outbox: Outbox, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """Control: without the per-room lock the fake interleaves the changes and loses some (the above can fail)."""
+        """Control: without the per-room lock, and without applying a change again when the event
+        it replaced is not the one read, the fake interleaves the changes and loses some (so the
+        tests above can fail)."""
+        wanted = self.setup_room(hs)
+        monkeypatch.setattr(outbox, "state_lock", lambda room_id, event_type: asyncio.Lock())
+        monkeypatch.setattr(outbox_module, "CONFLICT_RETRIES", 1)
+        await outbox.do_all(self.changes())
+        assert hs.users(ROOM) != wanted
+
+    async def test_without_the_lock_the_conflict_check_alone_keeps_every_change(
+        self, hs: FakeHomeserver, outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without the lock, the writes cross; each one that replaced an event it had not read
+        is applied again on top of it, and every change holds."""
         wanted = self.setup_room(hs)
         monkeypatch.setattr(outbox, "state_lock", lambda room_id, event_type: asyncio.Lock())
         await outbox.do_all(self.changes())
-        assert hs.users(ROOM) != wanted
+        assert hs.users(ROOM) == wanted
+
+    async def test_a_moderators_change_between_read_and_write_is_kept(
+        self, hs: FakeHomeserver, outbox: Outbox
+    ) -> None:
+        """A moderator sets a level by hand between the bot's read and its write: the bot's write
+        replaced theirs, so it is applied again on top, and both changes hold."""
+        self.setup_room(hs)
+        moved = False
+
+        async def moderator_writes(kind: str, room_id: str) -> None:
+            nonlocal moved
+            if kind == "state" and not moved:
+                moved = True
+                users = hs.users(room_id)
+                hs.put(room_id, POWER, {"users": {**users, "@helper:example.org": 42}})
+
+        hs.before_write = moderator_writes
+        await outbox.do(intent("power", ROOM, user=self.USERS[0], level="muted"))
+        assert hs.users(ROOM)["@helper:example.org"] == 42
+        assert hs.users(ROOM)[self.USERS[0]] == -1
 
     async def test_changes_in_different_rooms_do_not_wait_for_each_other(
         self, hs: FakeHomeserver, outbox: Outbox
