@@ -20,11 +20,9 @@ from urllib.parse import unquote
 
 import attrs
 import structlog
-import yaml
 
 from abusebot.actions import Actor, Moderation, Outcome, Scope
 from abusebot.audit import Message, bullet_list, history_message, room_pill, standing_line
-from abusebot.config import ConfigError
 from abusebot.durations import EXAMPLES, DurationError, mentions_a_duration, take_duration
 from abusebot.escalation import Ladder
 from abusebot.events import Event, parse_event
@@ -33,7 +31,7 @@ from abusebot.matrix import HomeserverUnavailable, MatrixError
 from abusebot.pipeline import Pipeline
 from abusebot.rooms import RoomStore
 from abusebot.safety import can_command, room_problems
-from policies.lists import ListOptions, PolicyManager
+from policies.lists import PolicyManager
 
 log = structlog.get_logger("abusebot.commands")
 
@@ -326,43 +324,6 @@ def _parse_redact(name: str, args: list[str], room: str | None, flags: frozenset
         if len(rest) > 1:
             raise UsageError(name, "redact takes only a user and a count")
     return Parsed(name, user=user, count=count, room=room)
-
-
-def _parse_protections(name: str, args: list[str], room: str | None, flags: frozenset[str]) -> Parsed:
-    if not args:
-        return Parsed("protections")
-    verb = args[0].lower()
-    shapes = {"enable": 2, "disable": 2, "mode": 3}
-    if verb in shapes:
-        if len(args) != shapes[verb]:
-            raise UsageError("protections", f"'{verb}' takes {shapes[verb] - 1} argument(s)")
-        if verb == "mode" and args[2].lower() not in ("act", "observe"):
-            raise UsageError("protections", "the mode is act or observe")
-        return Parsed("protections", words=(verb, *args[1:]))
-    if verb == "set":
-        if len(args) < 4:
-            raise UsageError("protections", "set needs a protection, a key and a value")
-        return Parsed("protections", words=("set", args[1], args[2], " ".join(args[3:])))
-    raise UsageError("protections", f"unknown sub-command {args[0][:30]!r}")
-
-
-def _parse_lists(name: str, args: list[str], room: str | None, flags: frozenset[str]) -> Parsed:
-    if not args:
-        if flags:
-            raise UsageError("lists", "options go with watch")
-        return Parsed("lists")
-    verb = args[0].lower()
-    if verb not in ("watch", "unwatch", "preview", "create"):
-        raise UsageError("lists", f"unknown sub-command {args[0][:30]!r}")
-    if len(args) != 2:
-        raise UsageError("lists", f"'{verb}' takes one room")
-    if verb == "create" and not (args[1].startswith("#") and ":" in args[1]):
-        raise UsageError("lists", "create takes an alias like #ourbans:example.org")
-    if verb != "create" and not ROOM_REF.fullmatch(args[1]):
-        raise UsageError("lists", f"{args[1][:60]!r} is not a room id or alias")
-    if flags and verb != "watch":
-        raise UsageError("lists", "options go with watch")
-    return Parsed("lists", words=(verb, args[1]), flags=flags)
 
 
 def help_message(prefix: str, topic: str | None, table: Mapping[str, Spec] | None = None) -> Message:
@@ -745,79 +706,13 @@ class CommandHandler:
             return False
         return "--list" in parsed.flags or parsed.duration_s is None
 
-    async def _lists(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
-        """``!mod lists``: show, watch, unwatch, preview or create policy lists."""
-        policies = self.policies
-        if policies is None:
-            return _text("Policy lists are not loaded.")
-        if not parsed.words:
-            return bullet_list("Policy lists:", policies.describe())
-        verb, room = parsed.words
-        if verb == "watch":
-            options = ListOptions(
-                apply="--dont-apply" not in parsed.flags,
-                allow="--allow" in parsed.flags,
-                auto_unban="--no-auto-unban" not in parsed.flags,
-            )
-            count = await policies.watch(room, options)
-            text = f"✅ Watching {room}: {count} rules, {options.describe()}."
-        elif verb == "unwatch":
-            removed = await policies.unwatch(room)
-            if removed < 0:
-                raise UsageError("lists", f"I am not watching {room}")
-            text = f"✅ No longer watching {room}: {removed} rules dropped (bans already made stay)."
-        elif verb == "preview":
-            return await policies.preview(room)
-        else:
-            room_id = await policies.create_list(room)
-            text = f"✅ Created the policy list {room} ({room_id}); bans are published there from now on."
-        await self.moderation.ledger.audit(
-            actor=actor.name,
-            action=f"lists_{verb}",
-            outcome="done",
-            room=room,
-            event_id=actor.event_id,
-            detail={"flags": sorted(parsed.flags)},
-        )
-        return _text(text)
 
-    async def _protections(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
-        """``!mod protections``: list, or change one protection (validated, persisted)."""
-        if self.pipeline is None:
-            return _text("No protections are loaded.")
-        pipeline = self.pipeline
-        if not parsed.words:
-            return bullet_list("Protections:", pipeline.describe())
-        verb, name, *rest = parsed.words
-        if name not in pipeline.setups:
-            raise UsageError("protections", f"unknown protection {name!r}; known: {', '.join(sorted(pipeline.setups))}")
-        try:
-            if verb in ("enable", "disable"):
-                await pipeline.set_enabled(name, verb == "enable")
-            elif verb == "mode":
-                await pipeline.set_mode(name, rest[0].lower())
-            else:
-                key, raw = rest
-                try:
-                    value = yaml.safe_load(raw)
-                except yaml.YAMLError as err:
-                    raise UsageError("protections", f"cannot read the value {raw!r}") from err
-                await pipeline.set_value(name, key, value)
-        except ConfigError as err:
-            raise UsageError("protections", str(err)) from err
-        await self.moderation.ledger.audit(
-            actor=actor.name,
-            action="protections_" + verb,
-            outcome="done",
-            detail={"words": list(parsed.words)},
-            event_id=actor.event_id,
-        )
-        line = next(line for line in pipeline.describe() if line.startswith(f"{name}:"))
-        return _text(f"✅ {line}")
-
-
-def _text(text: str) -> Message:
+def text_message(text: str) -> Message:
+    """A plain line as a message (HTML-escaped)."""
     return Message(text, html.escape(text))
+
+
+_text = text_message
 
 
 def _reply(outcome: Outcome) -> Message:
@@ -942,24 +837,6 @@ SPECS: dict[str, Spec] = {
             "End a join-wave lock early, restoring the room's join rule.",
             _parse_room,
             H._unlock,
-        ),
-        _row(
-            "protections",
-            "protections [enable <name> | disable <name> | mode <name> act|observe | set <name> <key> <value>]",
-            "List the protections, or change one (persisted).",
-            _parse_protections,
-            H._protections,
-            room_admins=False,
-        ),
-        _row(
-            "lists",
-            "lists [watch <room> [--dont-apply] [--allow] [--no-auto-unban] | unwatch <room> | preview <room>"
-            " | create <#alias:server>]",
-            "Policy lists: show them, follow or stop following one, preview what one would do, create ours.",
-            _parse_lists,
-            H._lists,
-            room_admins=False,
-            flags=frozenset({"--dont-apply", "--allow", "--no-auto-unban"}),
         ),
     )
 }

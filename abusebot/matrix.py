@@ -16,7 +16,7 @@ import json
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -61,6 +61,40 @@ class MatrixError(Exception):
             with contextlib.suppress(ValueError):
                 return max(0.0, float(header))
         return None
+
+
+def _parsed(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError:
+        return {"error": raw[:200].decode("utf-8", "replace")}
+
+
+def iter_json_array(raw: bytes) -> Iterator[Any]:
+    """The items of a JSON array, one at a time: a 100,000-event answer never exists as 100,000
+    dicts at once (parsed whole, they cost ~90 MB that the allocator does not give back)."""
+    text = raw.decode("utf-8", "replace")
+    decoder = json.JSONDecoder()
+    end = len(text)
+    index = _skip_space(text, 0)
+    if index >= end or text[index] != "[":
+        return
+    index = _skip_space(text, index + 1)
+    while index < end and text[index] != "]":
+        try:
+            item, index = decoder.raw_decode(text, index)
+        except ValueError:
+            return
+        yield item
+        index = _skip_space(text, index)
+        if index < end and text[index] == ",":
+            index = _skip_space(text, index + 1)
+
+
+def _skip_space(text: str, index: int) -> int:
+    while index < len(text) and text[index] in " \t\r\n":
+        index += 1
+    return index
 
 
 def _object(reply: Any) -> dict[str, Any]:
@@ -150,6 +184,19 @@ class Homeserver:
     ) -> Any:
         """One HTTP call; returns the JSON body, raises :class:`MatrixError` or
         :class:`HomeserverUnavailable`."""
+        return _parsed(await self.request_bytes(method, path, body, query=query, timeout=timeout))
+
+    async def request_bytes(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        query: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> bytes:
+        """One HTTP call; returns the body unparsed (a large answer can then be read piece by
+        piece), raises :class:`MatrixError` or :class:`HomeserverUnavailable`."""
         if query:
             path = f"{path}?{urlencode({k: v for k, v in query.items() if v is not None})}"
         headers = {"Content-Type": "application/json"}
@@ -164,13 +211,10 @@ class Homeserver:
                 response_headers = dict(response.headers)
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as err:
             raise HomeserverUnavailable(f"{method} {path.split('?')[0]}: {unreachable(err)}") from err
-        try:
-            parsed = json.loads(raw) if raw else {}
-        except ValueError:
-            parsed = {"error": raw[:200].decode("utf-8", "replace")}
         if status >= 400:
+            parsed = _parsed(raw)
             raise MatrixError(status, parsed if isinstance(parsed, Mapping) else {}, response_headers)
-        return parsed
+        return bytes(raw)
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -202,6 +246,10 @@ class Homeserver:
         """The full current state of a room."""
         reply = await self.request("GET", f"{API}/rooms/{q(room_id)}/state")
         return list(reply) if isinstance(reply, list) else []
+
+    async def room_state_stream(self, room_id: str) -> Iterator[Any]:
+        """The full current state of a room, one event at a time (for policy lists of any size)."""
+        return iter_json_array(await self.request_bytes("GET", f"{API}/rooms/{q(room_id)}/state"))
 
     async def state_event(self, room_id: str, event_type: str, state_key: str = "") -> dict[str, Any] | None:
         """One state event's content, or ``None`` when there is none."""

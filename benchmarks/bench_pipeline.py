@@ -54,6 +54,15 @@ class CountingExecutor:
     async def resume_locks(self) -> None:
         return None
 
+    def sweeping(self, user: str) -> bool:
+        return False  # no flood is being sanctioned: every event meets every protection
+
+    def begin_sweep(self, user: str) -> None:
+        return None
+
+    def overridden(self, event: Any) -> bool:
+        return False
+
 
 def make_events(count: int, seed: int = 7) -> list[dict[str, Any]]:
     """A realistic mix: mostly short chat, some links, a little spam, joins, reactions, edits."""

@@ -31,18 +31,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import itertools
+import json
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from abusebot import logs
-from abusebot.matrix import API, Homeserver
+from abusebot.matrix import API, Homeserver, iter_json_array
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import Person, World, body_contains
 from policies.lists import POLICY_ROOM_TYPE
@@ -200,21 +202,21 @@ async def run(
             targets.append(target)
         world.write_config({"policy_lists": {"watch": [list_room]}})
         profiler.bot_user_id = bot_id
-        real_state = Homeserver.room_state
+        real_state = Homeserver.room_state_stream
         if rules:
             # The list already holds ``rules`` rules when the bot loads it (served to the bot only;
             # writing thousands of state events through Synapse takes a long time).
-            loaded = rule_events(rules)
+            loaded = json.dumps(rule_events(rules)).encode()
 
-            async def room_state(self: Homeserver, room_id: str) -> list[dict[str, Any]]:
+            async def room_state(self: Homeserver, room_id: str) -> Iterator[Any]:
                 state = await real_state(self, room_id)
-                return [*state, *loaded] if room_id == list_room else state
+                return itertools.chain(state, iter_json_array(loaded)) if room_id == list_room else state
 
-            Homeserver.room_state = room_state  # type: ignore[method-assign]
+            Homeserver.room_state_stream = room_state  # type: ignore[method-assign]
         try:
             bot = await world.start_bot()
         finally:
-            Homeserver.room_state = real_state  # type: ignore[method-assign]
+            Homeserver.room_state_stream = real_state  # type: ignore[method-assign]
         if rules:
             print(f"  the list holds {len(bot.policies.index):,} rules", flush=True)
         if not bot.policies.is_list_room(list_room):

@@ -23,16 +23,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import json
 import logging
 import resource
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from abusebot.matrix import Homeserver
+from abusebot.matrix import API, Homeserver, iter_json_array, q
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import World
 
@@ -81,6 +84,19 @@ async def ban_everywhere(world: World, target: Any, room: str | None = None) -> 
     return replied, time.perf_counter() - started
 
 
+async def timed_all(at_once: int, calls: list[Any]) -> float:
+    """Seconds to run ``calls`` (awaitables), ``at_once`` at a time."""
+    gate = asyncio.Semaphore(at_once)
+
+    async def one(call: Any) -> None:
+        async with gate:
+            await call
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(call) for call in calls))
+    return time.perf_counter() - started
+
+
 def rule_events(count: int) -> list[dict[str, Any]]:
     """``count`` ban rules as a list room's state would hold them (90 % exact, 10 % globs)."""
     events = []
@@ -114,10 +130,22 @@ async def main(args: argparse.Namespace) -> None:
         made = time.perf_counter()
         world = await World.create(synapse, base / "big", rooms=args.rooms, members=())
         print(f"{args.rooms} rooms created in {time.perf_counter() - made:.0f} s")
-        target, other = world.person("target"), world.person("other")
+        target, other, joiner, victim = (world.person(n) for n in ("target", "other", "joiner", "victim"))
         for room_id in world.protected:
             await target.join(room_id)
+            await victim.join(room_id)
         await other.join(world.protected[0])
+        # The homeserver's own floor, in the same run: a user joining every room, 8 at a time (as
+        # the bot joins at start), and the moderator banning a user in every room, 4 at a time (the
+        # bot's write workers). A SQLite Synapse persists events one after another.
+        joins_s = await timed_all(8, [joiner.join(room_id) for room_id in world.protected])
+        bans_s = await timed_all(
+            4,
+            [
+                world.mod.call("POST", f"{API}/rooms/{q(room_id)}/ban", {"user_id": victim.user_id, "reason": "x"})
+                for room_id in world.protected
+            ],
+        )
         await world.mod.start_watching()
         before = rss_mb()
         big_s = await first_start(world)
@@ -126,6 +154,10 @@ async def main(args: argparse.Namespace) -> None:
         print(
             f"  {args.rooms:>5} rooms: {big_s:6.1f} s ({big_s / small_s:.1f}x; target ≤ 15 s with 500:"
             f" {'met' if big_s <= 15 or args.rooms != 500 else 'NOT met'})"
+        )
+        print(
+            f"  baseline: another user joining the {args.rooms} rooms, 8 at a time: {joins_s:6.1f} s"
+            f" (the bot's start is {big_s / joins_s:.2f}x that)"
         )
         with_rooms = rss_mb()
 
@@ -137,25 +169,31 @@ async def main(args: argparse.Namespace) -> None:
             f"  every room:  reply {every[0]:6.2f} s, last room's ban seen {every[1]:6.2f} s"
             f" ({every[1] / one[1]:.0f}x one room; target ≤ 5 s: {'met' if every[1] <= 5 else 'NOT met'})"
         )
+        print(
+            f"  baseline: the moderator's own {args.rooms} bans through the API, 4 at a time: {bans_s:6.2f} s"
+            f" (the bot's fan-out is {every[1] / bans_s:.2f}x that)"
+        )
 
         print(f"\n(3) memory (RSS of this process: the bot, and the test's own clients ~{before:.0f} MB)")
         print(f"  with {args.rooms} rooms: {with_rooms:.0f} MB ({with_rooms - before:+.0f} MB for the bot)")
         lst = await world.mod.create_room(name="Big list", public=True, extra_power={"events_default": 50})
         events = rule_events(args.rules)
-        real_state = Homeserver.room_state
+        real_state = Homeserver.room_state_stream
+        body = json.dumps(events).encode()  # what the homeserver would send, read as the bot reads it
+        events = []
 
-        async def room_state(self: Homeserver, room_id: str) -> list[dict[str, Any]]:
+        async def room_state(self: Homeserver, room_id: str) -> Iterator[Any]:
             state = await real_state(self, room_id)
-            return [*state, *events] if room_id == lst else state
+            return itertools.chain(state, iter_json_array(body)) if room_id == lst else state
 
-        Homeserver.room_state = room_state  # type: ignore[method-assign]
+        Homeserver.room_state_stream = room_state  # type: ignore[method-assign]
         try:
             loaded = time.perf_counter()
             count = await world.bot.policies.watch(lst, world.bot.policies.lists.get(lst) or _options())
             load_s = time.perf_counter() - loaded
         finally:
-            Homeserver.room_state = real_state  # type: ignore[method-assign]
-        events = []  # the bot's copy is what counts
+            Homeserver.room_state_stream = real_state  # type: ignore[method-assign]
+        body = b""  # the bot's copy is what counts
         import gc
 
         gc.collect()

@@ -208,18 +208,22 @@ class PolicyManager:
         """Start following a list; returns how many rules it has."""
         room_id = await self._join(room)
         self.lists[room_id] = options
-        state = await self.api.hs.room_state(room_id)
-        self.store.room(room_id).apply_all(state)
+        room_state = self.store.room(room_id)
         count = 0
         started = time.monotonic()
         safety = self.safety()  # prepared once for the whole list, not per rule
-        for number, raw in enumerate(state, 1):
+        # One event at a time: the rule index is the list's only copy in memory.
+        for number, raw in enumerate(await self.api.hs.room_state_stream(room_id), 1):
+            if not isinstance(raw, Mapping):
+                continue
             rule = parse_rule(raw, room_id)
             if isinstance(rule, Rule):
                 self._add(rule, safety)
                 count += 1
+            else:
+                room_state.apply(raw)
             if number % PROGRESS_EVERY == 0:
-                log.info("list_loading", room_id=room_id, events=number, total=len(state))
+                log.info("list_loading", room_id=room_id, events=number, rules=count)
                 await asyncio.sleep(0)  # let the loop breathe while a large list loads
         log.info("list_loaded", room_id=room_id, rules=count, ms=round((time.monotonic() - started) * 1000, 1))
         if persist:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import sys
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -228,9 +229,11 @@ def parse_rule(raw_state_event: object, list_room: str) -> Rule | Removed | None
         entity=entity,
         hashes=hashes,
         recommendation=normalise_recommendation(recommendation),
-        reason=reason[:MAX_REASON] if isinstance(reason, str) else "",
+        # Interned: a big list repeats a few reasons ("spam", "ban evasion") thousands of times,
+        # and every rule of a type names it; one copy each, not one per rule.
+        reason=sys.intern(reason[:MAX_REASON]) if isinstance(reason, str) else "",
         list_room=list_room,
         state_key=state_key,
-        event_type=event_type,
+        event_type=sys.intern(event_type),
         event_id=event_id if isinstance(event_id, str) else None,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from unittest.mock import create_autospec
@@ -69,14 +69,6 @@ def make_moderation(store: RoomStore, ledger: Ledger | None = None, api: FakeHom
         password="unused",
     )
     return Moderation(config=config, ledger=ledger, api=api or FakeHomeserver(BOT), store=store, bot_user_id=BOT)
-
-
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    """A real ledger in a temporary directory."""
-    opened = await Ledger.open(tmp_path / "ledger.sqlite3")
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

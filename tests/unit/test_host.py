@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -79,13 +78,6 @@ class WithTable(Feature):
         "CREATE TABLE with_table_items (id INTEGER PRIMARY KEY, text TEXT NOT NULL);",
         "ALTER TABLE with_table_items ADD COLUMN extra TEXT;",
     )
-
-
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    opened = await Ledger.open(tmp_path / "ledger.sqlite3")
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

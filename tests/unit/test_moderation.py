@@ -100,14 +100,6 @@ def membership_writes(hs: FakeHomeserver, kind: str = "ban") -> list[tuple[str, 
 
 
 @pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    """A real ledger in a temporary directory."""
-    opened = await Ledger.open(tmp_path / "ledger.sqlite3")
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
 def hs() -> FakeHomeserver:
     """The fake homeserver (seeded by the ``store`` fixture)."""
     return FakeHomeserver(BOT)

@@ -7,8 +7,6 @@ Every test runs a real :class:`Outbox` over a real ledger (an SQLite file in ``t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -29,14 +27,6 @@ POWER = "m.room.power_levels"
 
 class Crash(BaseException):
     """The process dies here: nothing after it runs (not even an ``except Exception``)."""
-
-
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    """A real ledger in a temporary directory."""
-    opened = await Ledger.open(tmp_path / "ledger.sqlite3")
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ follows power-level changes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +78,6 @@ class World:
 
     def posts(self) -> list[str]:
         return [content["body"] for room, content in self.hs.sent if room == MANAGEMENT]
-
-
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    opened = await Ledger.open(tmp_path / "ledger.sqlite3")
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -22,24 +20,6 @@ from abusebot.rooms import RoomStore
 from abusebot.scheduler import BACKOFF_BASE_MS, BACKOFF_MAX_MS, Scheduler
 from abusebot.testing.fakes import FakeHomeserver
 from tests.unit.test_moderation import ALICE, BOT, HOUR, MANAGEMENT, MOD, ROOMS, bodies, make_moderation, seed
-
-
-class Clock:
-    """The scheduler's ``now_ms``, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = now_ms()
-
-    def __call__(self) -> int:
-        return self.now
-
-
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    """A real ledger in a temporary directory."""
-    opened = await Ledger.open(tmp_path / "ledger.sqlite3")
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture
@@ -58,6 +38,16 @@ def store(hs: FakeHomeserver) -> RoomStore:
 def moderation(ledger: Ledger, hs: FakeHomeserver, store: RoomStore) -> Moderation:
     """A real Moderation over the ledger and the fake."""
     return make_moderation(ledger, hs, store)
+
+
+class Clock:
+    """The scheduler's ``now_ms``, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = now_ms()
+
+    def __call__(self) -> int:
+        return self.now
 
 
 @pytest.fixture
