@@ -24,9 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import logging
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -63,7 +64,7 @@ async def status_reply(world: World) -> str:
 async def first_start(world: World) -> float:
     """Seconds from creating the bot until it answers ``!mod status``."""
     started = time.perf_counter()
-    await world.start_bot()
+    await world.start_bot(timeout=600)
     await status_reply(world)
     return time.perf_counter() - started
 
@@ -82,6 +83,18 @@ async def ban_everywhere(world: World, target: Any, room: str | None = None) -> 
                 break
             await asyncio.sleep(0.05)
     return replied, time.perf_counter() - started
+
+
+def list_body(count: int, base: Path) -> bytes:
+    """The JSON a homeserver would send for a list of ``count`` rules, made by a child process
+    (so this process never holds the harness's own ``count`` dicts: only the bot's copy counts)."""
+    path = base / "list.json"
+    code = (
+        "import json, sys; from benchmarks.bench_scale import rule_events; "
+        f"open({str(path)!r}, 'wb').write(json.dumps(rule_events({count})).encode())"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+    return path.read_bytes()
 
 
 async def timed_all(at_once: int, calls: list[Any]) -> float:
@@ -122,6 +135,9 @@ async def main(args: argparse.Namespace) -> None:
     synapse.start()
     try:
         print(f"RSS of this process before any bot: {rss_mb():.0f} MB")
+        if args.memory_only:
+            await memory_only(synapse, base, args)
+            return
         small = await World.create(synapse, base / "small", rooms=args.baseline_rooms, members=())
         await small.mod.start_watching()
         small_s = await first_start(small)
@@ -177,10 +193,8 @@ async def main(args: argparse.Namespace) -> None:
         print(f"\n(3) memory (RSS of this process: the bot, and the test's own clients ~{before:.0f} MB)")
         print(f"  with {args.rooms} rooms: {with_rooms:.0f} MB ({with_rooms - before:+.0f} MB for the bot)")
         lst = await world.mod.create_room(name="Big list", public=True, extra_power={"events_default": 50})
-        events = rule_events(args.rules)
         real_state = Homeserver.room_state_stream
-        body = json.dumps(events).encode()  # what the homeserver would send, read as the bot reads it
-        events = []
+        body = list_body(args.rules, base)  # what the homeserver would send, read as the bot reads it
 
         async def room_state(self: Homeserver, room_id: str) -> Iterator[Any]:
             state = await real_state(self, room_id)
@@ -209,6 +223,43 @@ async def main(args: argparse.Namespace) -> None:
         synapse.stop()
 
 
+async def memory_only(synapse: SynapseServer, base: Path, args: argparse.Namespace) -> None:
+    """Stage 3 alone: ``--rooms`` rooms and a list of ``--rules`` rules, the RSS of this process."""
+    made = time.perf_counter()
+    world = await World.create(synapse, base / "big", rooms=args.rooms, members=())
+    print(f"{args.rooms} rooms created in {time.perf_counter() - made:.0f} s")
+    await world.mod.start_watching()
+    before = rss_mb()
+    start_s = await first_start(world)
+    with_rooms = rss_mb()
+    lst = await world.mod.create_room(name="Big list", public=True, extra_power={"events_default": 50})
+    body = list_body(args.rules, base)
+    real_state = Homeserver.room_state_stream
+
+    async def room_state(self: Homeserver, room_id: str) -> Iterator[Any]:
+        state = await real_state(self, room_id)
+        return itertools.chain(state, iter_json_array(body)) if room_id == lst else state
+
+    Homeserver.room_state_stream = room_state  # type: ignore[method-assign]
+    try:
+        count = await world.bot.policies.watch(lst, _options())
+    finally:
+        Homeserver.room_state_stream = real_state  # type: ignore[method-assign]
+    body = b""
+    import gc
+
+    gc.collect()
+    after = rss_mb()
+    print(f"\n(3) memory, {args.rooms} rooms (first start {start_s:.1f} s) and {count:,} rules")
+    print(f"  this process before the bot: {before:.0f} MB (the test's own clients and imports)")
+    print(f"  with the rooms: {with_rooms:.0f} MB; with the list too: {after:.0f} MB, peak {peak_mb():.0f} MB")
+    print(
+        f"  the bot's share: {after - before:.0f} MB; target ≤ 150 MB for the bot with 1,000 rooms and 100,000"
+        f" rules: {'met' if after - before <= 150 else 'NOT met'}"
+    )
+    await world.close()
+
+
 def _options() -> Any:
     from policies.lists import ListOptions
 
@@ -220,6 +271,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rooms", type=int, default=500)
     parser.add_argument("--baseline-rooms", type=int, default=10)
     parser.add_argument("--rules", type=int, default=100_000)
+    parser.add_argument("--memory-only", action="store_true", help="only stage 3 (e.g. with --rooms 1000)")
     return parser.parse_args()
 
 

@@ -256,8 +256,8 @@ class World:
         }
         self.config_path.write_text(yaml.safe_dump(data))
 
-    async def start_bot(self, hooks: Sequence[Callable[[Any], Awaitable[None]]] = ()) -> Any:
-        """Run the bot in this process (as a task) and wait until it is syncing.
+    async def start_bot(self, hooks: Sequence[Callable[[Any], Awaitable[None]]] = (), timeout: float = 30) -> Any:
+        """Run the bot in this process (as a task) and wait (at most ``timeout`` s) until it is syncing.
 
         ``hooks`` are appended to ``bot.hooks`` before the first sync, so they see every event.
         """
@@ -268,13 +268,13 @@ class World:
         bot.hooks.extend(hooks)
         self.bot = bot
         self._bot_task = asyncio.create_task(bot.run(), name="bot")
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while bot.last_sync_at is None:
             if self._bot_task.done():
                 self._bot_task.result()
                 raise RuntimeError("the bot stopped during start-up")
             if time.monotonic() > deadline:
-                raise TimeoutError("the bot did not complete a sync within 30s")
+                raise TimeoutError(f"the bot did not complete a sync within {timeout}s")
             await asyncio.sleep(0.02)
         return bot
 
