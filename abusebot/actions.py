@@ -425,8 +425,7 @@ class Moderation:
         if ok:
             self.wake_scheduler.set()
         if posts:
-            await self.outbox.run(await self.ledger.intents_by_key([p.key for p in posts if p.key] or []))
-            await self._run_unkeyed(infraction.id)
+            await self._run_pending(infraction.id)
         log.info(
             "action",
             action=infraction.kind,
@@ -440,8 +439,8 @@ class Moderation:
         )
         return Outcome(infraction.state != "failed", line.plain, infraction, line=line)
 
-    async def _run_unkeyed(self, infraction_id: int) -> None:
-        """Carry out the infraction's intents still pending (its line, recorded with a fresh key)."""
+    async def _run_pending(self, infraction_id: int) -> None:
+        """Carry out the infraction's intents still pending (its line and reply, just recorded)."""
         pending = [row for row in await self.ledger.intents_for(infraction_id) if row.state == "pending"]
         if pending:
             await self.outbox.run(pending)
@@ -683,7 +682,7 @@ class Moderation:
             intents=posts,
             claim=(reply[1], "command") if reply is not None else None,
         )
-        await self._run_unkeyed(inf.id)
+        await self._run_pending(inf.id)
         log.warning("infraction_refused_at_resume", infraction_id=inf.id, why=why)
 
     async def _nowhere(self, action: str, subject: str, scope: Scope, actor: Actor, skipped: dict[str, str]) -> Outcome:
@@ -1193,7 +1192,7 @@ class Moderation:
             detail={"rooms_done": done},
             intents=posts,
         )
-        await self._run_unkeyed(inf.id)
+        await self._run_pending(inf.id)
         return True
 
     async def _membership(self, room_id: str, user_id: str) -> str | None:

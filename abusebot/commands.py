@@ -497,7 +497,7 @@ class CommandHandler:
                 reason="after a restart: the sender may no longer command the bot here",
                 event_id=event.event_id,
             )
-            await self.reply(event, _text("⛔ Not run after my restart: you may no longer command me here."))
+            await self.reply(event, text_message("⛔ Not run after my restart: you may no longer command me here."))
         if event is None or text is None or auth is None:
             await self.moderation.ledger.complete_job("command", job.key)
             return False
@@ -686,7 +686,7 @@ class CommandHandler:
     async def _unlock(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
         """``!mod unlock <room>``: end a join-wave lock now."""
         if self.pipeline is None:
-            return _text("No protections are loaded.")
+            return text_message("No protections are loaded.")
         scope = await self._scope(parsed, auth)
         room_id = scope.rooms[0] if scope.rooms else str(parsed.room)
         if not await self.pipeline.executor.unlock_now(room_id):
@@ -694,7 +694,7 @@ class CommandHandler:
         await self.moderation.ledger.audit(
             actor=actor.name, action="unlock_room", outcome="requested", room=room_id, event_id=actor.event_id
         )
-        return _text(f"✅ Ended the join-wave lock of {self.store.label(room_id)}.")
+        return text_message(f"✅ Ended the join-wave lock of {self.store.label(room_id)}.")
 
     def _publishes(self, parsed: Parsed, scope: Scope) -> bool:
         """Whether a ban goes to our published list: --list always, --no-list never, and by default
@@ -711,8 +711,6 @@ def text_message(text: str) -> Message:
     """A plain line as a message (HTML-escaped)."""
     return Message(text, html.escape(text))
 
-
-_text = text_message
 
 
 def _reply(outcome: Outcome) -> Message:

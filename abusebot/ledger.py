@@ -475,9 +475,7 @@ class Ledger:
     async def migrate_feature(self, feature: str, migrations: Sequence[str]) -> int:
         """Apply the migrations of ``feature`` it has not had yet, each in its own transaction with
         the record that it ran; returns the feature's schema version now."""
-        async with self._db.execute("SELECT version FROM feature_migrations WHERE feature = ?", (feature,)) as cur:
-            row = await cur.fetchone()
-        version = int(row[0]) if row else 0
+        version = int(await self._scalar("SELECT version FROM feature_migrations WHERE feature = ?", (feature,)) or 0)
         if version > len(migrations):
             raise LedgerError(f"{feature}'s tables are at version {version}, newer than this abusebot knows")
         for number in range(version, len(migrations)):
@@ -511,11 +509,16 @@ class Ledger:
 
     # -- key/value ------------------------------------------------------------------------------
 
+    async def _scalar(self, query: str, args: Iterable[Any] = ()) -> Any:
+        """The first column of the first row of ``query``, or ``None`` when there is no row."""
+        async with self._db.execute(query, tuple(args)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else row[0]
+
     async def get_kv(self, key: str) -> str | None:
         """A stored value (sync token, device id, ...), or ``None``."""
-        async with self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)) as cur:
-            row = await cur.fetchone()
-        return None if row is None else str(row[0])
+        value = await self._scalar("SELECT value FROM kv WHERE key = ?", (key,))
+        return None if value is None else str(value)
 
     async def set_kv(self, key: str, value: str) -> None:
         """Store a value, replacing the old one."""
@@ -526,15 +529,6 @@ class Ledger:
         """Forget a stored value."""
         async with self.transaction() as db:
             await db.execute("DELETE FROM kv WHERE key = ?", (key,))
-
-    async def get_json(self, key: str, default: Any) -> Any:
-        """A stored JSON value, or ``default``."""
-        value = await self.get_kv(key)
-        return default if value is None else json.loads(value)
-
-    async def set_json(self, key: str, value: Any) -> None:
-        """Store a JSON value."""
-        await self.set_kv(key, json.dumps(value, sort_keys=True))
 
     # -- sync checkpoint and replay protection ----------------------------------------------------
 
@@ -549,10 +543,10 @@ class Ledger:
 
     async def is_processed(self, event_id: str, action: str) -> bool:
         """True when ``action`` already ran for ``event_id`` (a replayed batch)."""
-        async with self._db.execute(
-            "SELECT 1 FROM processed WHERE event_id = ? AND action = ?", (event_id, action)
-        ) as cur:
-            return await cur.fetchone() is not None
+        return (
+            await self._scalar("SELECT 1 FROM processed WHERE event_id = ? AND action = ?", (event_id, action))
+            is not None
+        )
 
     async def mark_processed(self, event_id: str, action: str) -> bool:
         """Claim ``(event_id, action)``; False when it was already claimed."""
@@ -827,9 +821,7 @@ class Ledger:
 
     async def outbox_depth(self) -> int:
         """How many intents wait to be answered."""
-        async with self._db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        return int(await self._scalar("SELECT COUNT(*) FROM outbox WHERE state = 'pending'") or 0)
 
     async def get_infraction(self, infraction_id: int) -> Infraction | None:
         """One infraction by id."""
@@ -845,9 +837,7 @@ class Ledger:
 
     async def count_for(self, subject: str) -> int:
         """How many infractions the subject has in all."""
-        async with self._db.execute("SELECT COUNT(*) FROM infractions WHERE subject = ?", (subject,)) as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        return int(await self._scalar("SELECT COUNT(*) FROM infractions WHERE subject = ?", (subject,)) or 0)
 
     async def active(self, subject: str, kind: str | None = None) -> list[Infraction]:
         """The subject's infractions in state ``active`` (optionally of one kind), newest first."""
@@ -875,12 +865,9 @@ class Ledger:
         async with self._db.execute("SELECT state, COUNT(*) FROM infractions GROUP BY state") as cur:
             for state, count in await cur.fetchall():
                 result[f"infractions_{state}"] = int(count)
-        async with self._db.execute("SELECT COUNT(*) FROM audit") as cur:
-            row = await cur.fetchone()
-            result["audit_rows"] = int(row[0]) if row else 0
-        async with self._db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'pending' AND kind = 'lift'") as cur:
-            row = await cur.fetchone()
-            result["pending_lifts"] = int(row[0]) if row else 0
+        result["audit_rows"] = int(await self._scalar("SELECT COUNT(*) FROM audit") or 0)
+        lifts = await self._scalar("SELECT COUNT(*) FROM jobs WHERE state = 'pending' AND kind = 'lift'")
+        result["pending_lifts"] = int(lifts or 0)
         return result
 
     # -- audit ----------------------------------------------------------------------------------
@@ -943,11 +930,9 @@ class Ledger:
 
     async def is_known(self, user_id: str) -> bool:
         """True when ``user_id`` was active in a protected room before, or has any record."""
-        async with self._db.execute("SELECT 1 FROM known_members WHERE user_id = ?", (user_id,)) as cur:
-            if await cur.fetchone() is not None:
-                return True
-        async with self._db.execute("SELECT 1 FROM infractions WHERE subject = ? LIMIT 1", (user_id,)) as cur:
-            return await cur.fetchone() is not None
+        if await self._scalar("SELECT 1 FROM known_members WHERE user_id = ?", (user_id,)) is not None:
+            return True
+        return await self._scalar("SELECT 1 FROM infractions WHERE subject = ? LIMIT 1", (user_id,)) is not None
 
     async def mark_known(self, user_id: str) -> None:
         """Remember that ``user_id`` has been active in the community."""
@@ -1049,9 +1034,8 @@ class Ledger:
 
     async def next_job_time(self) -> int | None:
         """When the earliest pending job is due (ms), or ``None``."""
-        async with self._db.execute("SELECT MIN(next_attempt_at) FROM jobs WHERE state = 'pending'") as cur:
-            row = await cur.fetchone()
-        return None if row is None or row[0] is None else int(row[0])
+        value = await self._scalar("SELECT MIN(next_attempt_at) FROM jobs WHERE state = 'pending'")
+        return None if value is None else int(value)
 
     async def due_jobs(self, at: int, limit: int = 100) -> list[Job]:
         """Pending jobs whose next attempt time has come, oldest first."""
@@ -1081,9 +1065,8 @@ class Ledger:
 
     async def dm_room(self, user_id: str) -> str | None:
         """The room the bot DMs ``user_id`` in, if it made one."""
-        async with self._db.execute("SELECT room_id FROM dm_rooms WHERE user_id = ?", (user_id,)) as cur:
-            row = await cur.fetchone()
-        return None if row is None else str(row[0])
+        value = await self._scalar("SELECT room_id FROM dm_rooms WHERE user_id = ?", (user_id,))
+        return None if value is None else str(value)
 
     async def set_dm_room(self, user_id: str, room_id: str) -> None:
         """Remember the DM room of ``user_id``."""
@@ -1154,9 +1137,8 @@ class Ledger:
 
     async def probation_until(self, user_id: str) -> int | None:
         """Until when (ms) ``user_id`` is on probation, if they are."""
-        async with self._db.execute("SELECT until FROM probation WHERE user_id = ?", (user_id,)) as cur:
-            row = await cur.fetchone()
-        return None if row is None else int(row[0])
+        value = await self._scalar("SELECT until FROM probation WHERE user_id = ?", (user_id,))
+        return None if value is None else int(value)
 
     async def watched_lists(self) -> dict[str, Any]:
         """Moderators' changes to the watched lists: room id → options (``None``: unwatched)."""

@@ -581,9 +581,6 @@ class Executor:
         """After a restart: know which rooms are locked (their restores are jobs, already due or not)."""
         self.locked = set(await self.ledger.room_locks())
 
-    async def close(self) -> None:
-        """Nothing runs here on its own any more: restores are the scheduler's jobs."""
-
 
 class Pipeline:
     """Feeds events to protections and their intents to the executor."""

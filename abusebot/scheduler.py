@@ -130,6 +130,3 @@ class Scheduler:
             log.info("sanction_expired", infraction_id=inf.id, subject=inf.subject, kind=inf.kind)
         return ok
 
-
-#: The name it had when it lifted sanctions only.
-ExpiryScheduler = Scheduler

@@ -201,7 +201,7 @@ class Profiler:
         self.wrap(Bot, "handle_sync", lambda *a, **k: "bot.handle_sync")
         self.wrap(Bot, "dispatch", lambda *a, **k: "bot.dispatch")
         self.wrap_bot_requests()
-        for method in ("mark_processed", "add_infraction", "update_infraction", "get_json", "set_json", "active"):
+        for method in ("mark_processed", "record_infraction", "update_infraction", "finish_intent", "intent", "active"):
             self.wrap(Ledger, method, lambda *a, _m=method, **k: f"ledger.{_m}")
         self.wrap(Ledger, "commit_checkpoint", lambda *a, **k: "ledger.commit_checkpoint")
         self.wrap(Moderation, "tell_user", lambda *a, **k: "moderation.tell_user")

@@ -164,7 +164,7 @@ class ReactionProfiler(Profiler):
         self.wrap(Pipeline, "_run_intent", lambda p, i, n, m, f, event_id, *a, **k: f"pipeline.intent|{event_id}")
         self.wrap(Executor, "_redact", lambda ex, room, event_id, *a, **k: f"executor._redact|{event_id}")
         self.wrap(Homeserver, "request", request)
-        for method in ("mark_processed", "add_infraction", "history", "get_json", "get_kv", "set_kv", "audit"):
+        for method in ("mark_processed", "record_infraction", "history", "finish_intent", "get_kv", "set_kv", "audit"):
             self.wrap(Ledger, method, lambda *a, _m=method, **k: f"ledger.{_m}")
         self.wrap(Ledger, "commit_checkpoint", lambda *a, **k: "ledger.commit_checkpoint")
         for method in ("ban", "warn", "tell_user", "post"):

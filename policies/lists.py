@@ -51,6 +51,8 @@ PROGRESS_EVERY = 1000
 #: A rule that bans many: this many bans in flight at once, progress logged every so many.
 FAN_OUT_CONCURRENCY = 8
 PROGRESS_FAN_OUT = 100
+#: The memberships a list's ban rule applies to (a member, someone invited, someone knocking).
+ACTIVE = frozenset({"join", "invite", "knock"})
 
 
 @attrs.frozen
@@ -138,8 +140,6 @@ class PolicyManager:
         self._acl_task: asyncio.Task[None] | None = None
         #: A rule's bans in progress, by rule ref.
         self._fan_outs: dict[str, asyncio.Task[list[str]]] = {}
-        #: True: a rule's handling waits for its bans (tests that inspect the result at once).
-        self.wait_for_fan_out = False
         self._safety: tuple[tuple[Any, ...], PolicySafety] | None = None
         #: Ids of the latest rule events handled (for status and tests; the rules live in the index).
         self.recent_rule_events: collections.deque[str] = collections.deque(maxlen=1000)
@@ -394,12 +394,13 @@ class PolicyManager:
     # -- applying -------------------------------------------------------------------------------
 
     def _members(self) -> set[str]:
-        members: set[str] = set()
-        for room_id in self.store.protected:
-            room = self.store.room(room_id)
-            for membership in ("join", "invite", "knock"):
-                members.update(room.members(membership))
-        return members
+        """Everyone joined, invited or knocking in a protected room."""
+        return {
+            user
+            for room_id in self.store.protected
+            for user, membership in self.store.room(room_id).memberships().items()
+            if membership in ACTIVE
+        }
 
     async def _already_banned(self, user_id: str) -> bool:
         return any(inf.scope == "*" for inf in await self.ledger.active(user_id, "ban"))
@@ -448,13 +449,10 @@ class PolicyManager:
             task = asyncio.create_task(self._fan_out(rule, targets), name=f"fan-out {ref}")
             self._fan_outs[ref] = task
             task.add_done_callback(functools.partial(self._fan_out_ended, ref))
-            if self.wait_for_fan_out:
-                await asyncio.shield(task)
         return targets
 
     def _targets(self, rule: Rule) -> list[str]:
         """The current members (joined, invited, knocking) of the protected rooms a rule matches."""
-        active = ("join", "invite", "knock")
         entity = rule.entity
         found: dict[str, None] = {}
         if entity is not None and not has_wildcards(entity):
@@ -462,10 +460,10 @@ class PolicyManager:
             for room_id in self.store.protected:
                 room = self.store.room(room_id)
                 for user in {entity, folded}:
-                    if room.membership(user) in active:
+                    if room.membership(user) in ACTIVE:
                         found[user] = None
                 for user in room.mixed_case():
-                    if user.lower() == folded and room.membership(user) in active:
+                    if user.lower() == folded and room.membership(user) in ACTIVE:
                         found[user] = None
             return sorted(found)
         if entity is not None:
@@ -482,7 +480,7 @@ class PolicyManager:
 
         for room_id in self.store.protected:
             for user, membership in self.store.room(room_id).memberships().items():
-                if membership in active and user not in found and matches(user):
+                if membership in ACTIVE and user not in found and matches(user):
                     found[user] = None
         return sorted(found)
 

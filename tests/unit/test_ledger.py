@@ -187,6 +187,47 @@ class TestNoRewrite:
         assert raw_db.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == 3
 
 
+class TestMigrationFour:
+    async def test_kv_blobs_become_typed_rows_and_leave_kv(self, path: Path) -> None:
+        """A version-3 ledger's JSON blobs (DM rooms, protection changes, added rooms, upgrades,
+        probation, watched lists) and its room lock's timer are carried into their tables, and
+        the blobs leave ``kv``; the sync token stays."""
+        path.parent.mkdir(parents=True)
+        db = sqlite3.connect(path, isolation_level=None)
+        for number in range(3):
+            db.executescript(MIGRATIONS[number])
+        db.execute("PRAGMA user_version = 3")
+        rows = {
+            f"dm_room:{ALICE}": "!dm:x",
+            "protection_overrides": '{"flood": {"enabled": false, "settings": {"max_messages": 3}}}',
+            "extra_protected_rooms": '["!new:x"]',
+            "replaced_rooms": '{"!old:x": "!new:x"}',
+            "probation": '{"@p:x": 1700000000}',
+            "watched_lists": '{"!list:x": {"apply": true, "allow": false, "auto_unban": false}, "!gone:x": null}',
+            "sync_token": "s42",
+        }
+        db.executemany("INSERT INTO kv (key, value) VALUES (?, ?)", list(rows.items()))
+        db.execute("INSERT INTO room_locks (room_id, previous, until, created_at) VALUES ('!r:x', '{}', 99, 1)")
+        db.close()
+
+        ledger = await Ledger.open(path)
+        try:
+            assert await ledger.dm_room(ALICE) == "!dm:x"
+            assert await ledger.protection_settings() == {"flood": {"enabled": False, "settings": {"max_messages": 3}}}
+            assert await ledger.added_rooms() == ["!new:x"]
+            assert await ledger.room_upgrades() == {"!old:x": "!new:x"}
+            assert await ledger.probation_until("@p:x") == 1700000000000
+            assert await ledger.watched_lists() == {
+                "!list:x": {"apply": True, "allow": False, "auto_unban": False},
+                "!gone:x": None,
+            }
+            assert await ledger.pending_job("unlock", "!r:x") is not None
+            left = [key for key in rows if await ledger.get_kv(key) is not None]
+            assert left == ["sync_token"]
+        finally:
+            await ledger.close()
+
+
 class TestMigrationTwo:
     async def test_room_locks_blob_becomes_rows(self, path: Path) -> None:
         """A version-1 ledger's ``room_locks`` kv blob is carried into the ``room_locks`` table."""
@@ -390,10 +431,11 @@ class TestCheckpoint:
         """mark_processed returns True the first time and False on replay."""
         assert [await ledger.mark_processed("$e", "ban") for _ in range(2)] == [True, False]
 
-    async def test_json_values_round_trip(self, ledger: Ledger) -> None:
-        """set_json/get_json store structured values; a missing key gives the default."""
-        await ledger.set_json("dm_rooms", {ALICE: "!dm"})
-        assert (await ledger.get_json("dm_rooms", {}), await ledger.get_json("absent", [])) == ({ALICE: "!dm"}, [])
+    async def test_dm_rooms_round_trip(self, ledger: Ledger) -> None:
+        """set_dm_room/dm_room store a user's DM room (the typed table that replaced a kv blob);
+        an unknown user has none."""
+        await ledger.set_dm_room(ALICE, "!dm")
+        assert (await ledger.dm_room(ALICE), await ledger.dm_room("@absent:x")) == ("!dm", None)
 
 
 CRASH_SCRIPT = textwrap.dedent(
