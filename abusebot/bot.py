@@ -82,6 +82,11 @@ class Bot:
         #: Extra observers of every event after the features (tests and benchmarks use them).
         self.hooks: list[EventHook] = []
         self._awaiting_invite: set[str] = set()
+        #: Configured rooms the bot is not in yet (as configured, and their id when it resolves).
+        self._to_join: list[tuple[str, str | None]] = []
+        #: Rooms just joined → the time of our join (ms): their first batch's older events are history.
+        self._fresh: dict[str, int] = {}
+        self._joiner: asyncio.Task[None] | None = None
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self.ledger: Ledger
@@ -151,6 +156,8 @@ class Bot:
             await self._first_sync()
         self.scheduler.start()
         await self.announce_start()
+        if self._to_join:
+            self._joiner = asyncio.create_task(self._join_the_rest())
         log.info(
             "started",
             user_id=self.hs.user_id,
@@ -159,8 +166,17 @@ class Bot:
             version=__version__,
         )
 
+    @property
+    def settled(self) -> bool:
+        """True once the first sync is done and no configured room is still being joined."""
+        return self.last_sync_at is not None and not self._to_join and (self._joiner is None or self._joiner.done())
+
     async def close(self) -> None:
         """Stop background work and close connections."""
+        if self._joiner is not None and not self._joiner.done():
+            self._joiner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._joiner
         with contextlib.suppress(AttributeError):
             await self.commands.close()
         with contextlib.suppress(AttributeError):
@@ -245,11 +261,34 @@ class Bot:
 
     async def _join(self, room: str) -> str:
         room_id = await self.api.join(room)
-        state = self.store.room(room_id)
-        state.apply_all(await self.hs.room_state(room_id))
+        await self._read_state(room_id)
         return room_id
 
+    async def _read_state(self, room_id: str) -> list[dict[str, Any]]:
+        events = await self.hs.room_state(room_id)
+        self.store.room(room_id).apply_all(events)
+        return events
+
+    async def _join_new(self, room: str, room_id: str | None) -> str:
+        """Join a room the bot was not in. Its first timeline is history from before the join
+        (up to the sync's limit, and older than our checkpoint): what precedes our join in it
+        is learnt as state, never acted on (see :meth:`_live_events`)."""
+        if room_id is not None:
+            self._fresh[room_id] = int(time.time() * 1000)  # before the join: its first batch may come first
+        joined = await self.api.join(room)
+        self.store.joined(joined)  # from here on actions reach it (its state comes with the join's sync)
+        self._fresh.setdefault(joined, int(time.time() * 1000))
+        for raw in await self._read_state(joined):
+            if raw.get("type") == "m.room.member" and raw.get("state_key") == self.hs.user_id:
+                ts = raw.get("origin_server_ts")
+                if isinstance(ts, int) and joined in self._fresh:
+                    self._fresh[joined] = ts
+        return joined
+
     async def _join_rooms(self) -> None:
+        """Join the management room, and protect the rooms the bot is already in. Rooms it is
+        not in yet are marked as being joined, and :meth:`_join_the_rest` joins them in the
+        background once commands are answered (500 joins take a SQLite Synapse most of a minute)."""
         cfg = self.config
         management = await self.ledger.get_kv("management_room_override") or cfg.management_room
         try:
@@ -258,30 +297,85 @@ class Bot:
             raise StartupError(f"cannot join the management room {management}: {err}") from err
         extra = await self.ledger.added_rooms()
         replaced = await self.ledger.room_upgrades()
-        wanted = [*cfg.protected_rooms, *extra]
-        # A few joins at a time (each is a join and a state read): 500 rooms one by one took
-        # most of a minute. Rooms are protected in the configured order all the same.
+        wanted = list(dict.fromkeys([*cfg.protected_rooms, *extra]))
+        joined = set(await self.hs.joined_rooms())
         gate = asyncio.Semaphore(JOIN_CONCURRENCY)
+
+        async def resolve(room: str) -> str | None:
+            async with gate:
+                return await self.hs.room_id(room)
+
+        ids = await asyncio.gather(*(resolve(room) for room in wanted))
+        present = [room_id for room_id in ids if room_id is not None and room_id in joined]
         done = 0
 
-        async def join(room: str) -> str | None:
+        async def learn(room_id: str) -> None:
             nonlocal done
             async with gate:
                 try:
-                    return await self._join(room)
+                    await self._read_state(room_id)
                 except MatrixError as err:
-                    await self._await_invite(room)
-                    log.error("cannot_join_protected_room", room=room, error=str(err), note="will join when invited")
-                    return None
+                    log.error("cannot_read_protected_room", room_id=room_id, error=str(err))
                 finally:
                     done += 1
-                    if len(wanted) > 20 and done % 50 == 0:
-                        log.info("joining_rooms", done=done, total=len(wanted))
+                    if len(present) > 20 and done % 100 == 0:
+                        log.info("reading_rooms", done=done, total=len(present))
 
-        for room_id in await asyncio.gather(*(join(room) for room in wanted)):
-            # A room upgraded while we were away is not protected: its successor (in ``extra``) is.
-            if room_id is not None and room_id not in replaced:
+        await asyncio.gather(*(learn(room_id) for room_id in present))
+        # Rooms are protected in the configured order all the same; a room upgraded while we
+        # were away is not protected: its successor (in ``extra``) is.
+        for room, room_id in zip(wanted, ids, strict=True):
+            if room_id is not None and room_id in replaced:
+                continue
+            if room_id is not None and room_id in joined:
                 self.store.protect(room_id)
+            else:
+                if room_id is not None:
+                    self.store.protect(room_id, joining=True)
+                self._to_join.append((room, room_id))
+
+    async def _join_the_rest(self) -> None:
+        """Join the configured rooms the bot is not in yet, a few at a time, with progress in
+        the log and one summary line in the management room. Each is protected once joined."""
+        todo, self._to_join = self._to_join, []
+        if not todo:
+            return
+        started = time.monotonic()
+        gate = asyncio.Semaphore(JOIN_CONCURRENCY)
+        joined: list[str] = []
+        failed: list[str] = []
+        log.info("joining_rooms", done=0, total=len(todo))
+
+        async def join(room: str, room_id: str | None) -> None:
+            async with gate:
+                try:
+                    new = await self._join_new(room, room_id)
+                except (MatrixError, HomeserverUnavailable) as err:
+                    if room_id is not None:
+                        self.store.unprotect(room_id)
+                        self._fresh.pop(room_id, None)
+                    await self._await_invite(room)
+                    failed.append(room)
+                    log.error("cannot_join_protected_room", room=room, error=str(err), note="will join when invited")
+                else:
+                    self.store.protect(new)
+                    self.store.joined(new)
+                    joined.append(new)
+                    await self.host.room_added(new)
+                done = len(joined) + len(failed)
+                if done % 50 == 0 or done == len(todo):
+                    log.info("joining_rooms", done=done, total=len(todo))
+
+        await asyncio.gather(*(join(room, room_id) for room, room_id in todo))
+        seconds = time.monotonic() - started
+        problems = {r: m for r, m in room_problems(self.store, self.hs.user_id).items() if r in set(joined)}
+        head = f"Joined {len(joined)} room(s) in {seconds:.0f} s; protecting {len(self.store.protected)} room(s)"
+        if failed:
+            head += f"; could not join {len(failed)} (I join them when invited)"
+        if problems:
+            head += f"; in {len(problems)} of the new ones I lack a power I need:"
+        log.info("rooms_joined", joined=len(joined), failed=len(failed), seconds=round(seconds, 1))
+        await self.moderation.post(self._problem_list(head, problems))
 
     async def _await_invite(self, room: str) -> None:
         """Remember a configured room we could not join, so its invite is accepted later."""
@@ -394,13 +488,15 @@ class Bot:
             log.warning("invite_refused", room_id=room_id, list=banned.list_room, entity=banned.entity)
             return
         try:
-            await self._join(room_id)
+            await self._join_new(room_id, room_id)
         except (MatrixError, HomeserverUnavailable) as err:
+            self._fresh.pop(room_id, None)
             log.warning("invite_join_failed", room_id=room_id, error=str(err))
             return
         self._awaiting_invite.discard(room_id)
         if room_id != self.store.management_id and not self.policies.is_list_room(room_id):
             self.store.protect(room_id)
+            await self.host.room_added(room_id)
         log.info("accepted_invite", room_id=room_id)
 
     async def _handle_room(self, room_id: str, joined: Mapping[str, Any], since: str | None) -> int:
@@ -414,7 +510,11 @@ class Bot:
         timeline = _mapping(joined.get("timeline"))
         events = _list(timeline.get("events"))
         gap: list[Any] = []
-        if timeline.get("limited") and since and isinstance(timeline.get("prev_batch"), str):
+        if room_id in self._fresh or any(self._our_join(raw) for raw in events):
+            # Our first batch of a room just joined (in this run, or before a crash that came
+            # ahead of its checkpoint): what precedes our join is history.
+            events = self._live_events(room_id, joined, events)
+        elif timeline.get("limited") and since and isinstance(timeline.get("prev_batch"), str):
             gap = await self._fetch_gap(room_id, str(timeline["prev_batch"]), since)
         count = 0
         # Gap events are older than the state block we just applied: dispatch, do not apply.
@@ -428,6 +528,42 @@ class Bot:
             await self.dispatch(event)
             count += 1
         return count
+
+    def _our_join(self, raw: Any) -> bool:
+        """True for the event of the bot joining a room (not a profile change of a member)."""
+        if not (
+            isinstance(raw, Mapping)
+            and raw.get("type") == "m.room.member"
+            and raw.get("state_key") == self.hs.user_id
+            and _mapping(raw.get("content")).get("membership") == "join"
+        ):
+            return False
+        before = _mapping(_mapping(raw.get("unsigned")).get("prev_content")).get("membership")
+        return before != "join"
+
+    def _live_events(self, room_id: str, joined: Mapping[str, Any], events: list[Any]) -> list[Any]:
+        """The events of a just-joined room's first timeline that came after our join. The ones
+        before it are applied as state where they are state, and not dispatched."""
+        ours = self._our_join
+        since = self._fresh.pop(room_id, 0)
+        at = next((n for n in range(len(events) - 1, -1, -1) if ours(events[n])), None)
+        if at is None:
+            # Our join is older than this timeline (it is in the state block, or we know its
+            # time): the leading events from before it are still history.
+            for raw in _list(_mapping(joined.get("state")).get("events")):
+                if ours(raw) and isinstance(raw.get("origin_server_ts"), int):
+                    since = raw["origin_server_ts"]
+            at = -1
+            while at + 1 < len(events) and isinstance(events[at + 1], Mapping) and _ts(events[at + 1]) < since:
+                at += 1
+        state = self.store.room(room_id)
+        history = events[: at + 1]
+        for raw in history:
+            if isinstance(raw, Mapping) and "state_key" in raw:
+                state.apply(raw)
+        if history:
+            log.info("history_not_acted_on", room_id=room_id, events=len(history))
+        return events[at + 1 :]
 
     async def _fetch_gap(self, room_id: str, prev_batch: str, since: str) -> list[Any]:
         """Events between our last checkpoint and the start of a truncated timeline."""
@@ -492,8 +628,9 @@ class Bot:
             return
         old = event.room_id
         try:
-            await self._join(replacement)
+            await self._join_new(replacement, replacement)
         except (MatrixError, HomeserverUnavailable) as err:
+            self._fresh.pop(replacement, None)
             text = f"⚠️ {self.store.label(old)} was upgraded to {replacement}, but I could not join it: {err}"
             await self.moderation.post(Message(text, html.escape(text)))
             return
@@ -505,6 +642,7 @@ class Bot:
         else:
             self.store.unprotect(old)
             self.store.protect(replacement)
+            await self.host.room_added(replacement)
         await self.ledger.audit(
             actor=event.sender,
             action="follow_upgrade",
@@ -535,7 +673,8 @@ class Bot:
         head = [
             f"abusebot {__version__} for {self.moderation.community}, "
             f"up {uptime // 3600}h{uptime % 3600 // 60:02d}m{uptime % 60:02d}s; "
-            f"protecting {len(rooms)} room(s) ({members} memberships)",
+            f"protecting {len(rooms)} room(s) ({members} memberships)"
+            + (f"; joining {self.store.joining} more" if self.store.joining else ""),
             f"Sync: {lag}; {self.events_handled} events handled; rate-limited writes: {self.queue.rate_limited_count}",
             f"Ledger: infractions {infractions or 'none'}; {counts.get('audit_rows', 0)} audit rows; "
             f"{counts.get('pending_lifts', 0)} pending lift(s)",
@@ -553,6 +692,8 @@ class Bot:
         """Tell the management room the bot is up, and where it lacks a power it needs."""
         problems = room_problems(self.store, self.hs.user_id)
         head = f"✅ abusebot {__version__} started: protecting {len(self.store.protected)} room(s)"
+        if self._to_join:
+            head += f", joining {len(self._to_join)} more (I say so when done)"
         if problems:
             head += f"; in {len(problems)} of them I lack a power I need:"
             for room_id, missing in problems.items():
@@ -577,6 +718,11 @@ def _system_actor(event: Event) -> Any:
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def _ts(raw: Mapping[str, Any]) -> int:
+    ts = raw.get("origin_server_ts")
+    return ts if isinstance(ts, int) else 0
 
 
 def _list(value: Any) -> list[Any]:

@@ -153,7 +153,7 @@ async def _check_rooms(config: Config, hs: Any) -> tuple[list[str], str | None]:
             ids[key] = room
     # /joined_rooms and state reads, not /sync: Synapse caches a sync answer for minutes, so a
     # check right after the bot joined would still see the invites.
-    joined = set((await hs.request("GET", f"{API}/joined_rooms")).get("joined_rooms") or [])
+    joined = set(await hs.joined_rooms())
     outside = sorted(set(ids.values()) - joined)
     invited: set[str] = set()
     if outside:

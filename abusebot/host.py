@@ -11,7 +11,8 @@ A feature declares:
 * its commands: rows for the one command table (:class:`abusebot.commands.Spec`), which the
   one authorization checkpoint guards like every other command;
 * ``migrations``: its own tables, applied once each, in order, recorded per feature;
-* ``start`` / ``stop``, and ``status()`` lines for ``!mod status``.
+* ``start`` / ``stop``, ``room_added`` (a room protected while running), and ``status()``
+  lines for ``!mod status``.
 
 The core never names a feature: the bot loads them from :data:`FACTORIES` (each module of
 :mod:`abusebot.features` registers its own), and everything else goes through this host.
@@ -70,6 +71,9 @@ class Feature:
 
     async def handle(self, event: Event) -> None:
         """One event of a room with one of ``roles`` and a type in ``event_types``."""
+
+    async def room_added(self, room_id: str) -> None:
+        """A room became protected while running (joined late, upgraded, invited): its state is known."""
 
     def status(self) -> list[str]:
         """Lines for ``!mod status``."""
@@ -152,6 +156,14 @@ class Host:
                 await feature.stop()
             except Exception as err:
                 log.exception("feature_stop_failed", feature=feature.name, error=repr(err))
+
+    async def room_added(self, room_id: str) -> None:
+        """Tell every feature that ``room_id`` became protected; one failing never skips the others."""
+        for feature in self.features.values():
+            try:
+                await feature.room_added(room_id)
+            except Exception as err:
+                log.exception("room_added_failed", feature=feature.name, room_id=room_id, error=repr(err))
 
     def wants(self, feature: Feature, event: Event, roles: Iterable[Role | str]) -> bool:
         """Whether ``feature`` handles ``event`` in a room of ``roles``."""

@@ -242,6 +242,12 @@ class Homeserver:
         except (MatrixError, HomeserverUnavailable):
             return None
 
+    async def joined_rooms(self) -> list[str]:
+        """The rooms the bot is joined to, as the homeserver says now (not a cached sync)."""
+        reply = await self.request("GET", f"{API}/joined_rooms")
+        rooms = reply.get("joined_rooms") if isinstance(reply, Mapping) else None
+        return [room for room in rooms if isinstance(room, str)] if isinstance(rooms, list) else []
+
     async def room_state(self, room_id: str) -> list[dict[str, Any]]:
         """The full current state of a room."""
         reply = await self.request("GET", f"{API}/rooms/{q(room_id)}/state")

@@ -341,8 +341,7 @@ class Outbox:
 
     async def _find_dm_room(self, user: str) -> str | None:
         """The notices room the bot made for ``user`` before a crash, if the homeserver has one."""
-        reply = await self.api.hs.request("GET", f"{API}/joined_rooms")
-        for room_id in reply.get("joined_rooms", []) if isinstance(reply, Mapping) else []:
+        for room_id in await self.api.hs.joined_rooms():
             with contextlib.suppress(MatrixError, HomeserverUnavailable):
                 name = await self.api.hs.state_event(room_id, "m.room.name") or {}
                 member = await self.api.hs.state_event(room_id, "m.room.member", user) or {}

@@ -125,25 +125,43 @@ class RoomStore:
         self.management_id: str = ""
         #: Protected room ids, in the order they were added (dict as an ordered set).
         self._protected: dict[str, None] = {}
+        #: Protected rooms the bot is still joining: their events are routed as a protected
+        #: room's (none can arrive before the join), but nothing acts in them until joined.
+        self._joining: set[str] = set()
 
     @property
     def protected(self) -> list[str]:
-        """The protected room ids."""
-        return list(self._protected)
+        """The protected room ids the bot is in (the rooms actions reach)."""
+        if not self._joining:
+            return list(self._protected)
+        return [room_id for room_id in self._protected if room_id not in self._joining]
 
-    def protect(self, room_id: str) -> bool:
-        """Add a protected room; False when it already was."""
+    @property
+    def joining(self) -> int:
+        """How many protected rooms the bot is still joining."""
+        return len(self._joining)
+
+    def protect(self, room_id: str, *, joining: bool = False) -> bool:
+        """Add a protected room (``joining``: not joined yet, see :meth:`joined`); False when it
+        already was."""
+        if joining and room_id not in self._protected:
+            self._joining.add(room_id)
         if room_id in self._protected:
             return False
         self._protected[room_id] = None
         return True
 
+    def joined(self, room_id: str) -> None:
+        """A protected room that was being joined is joined: actions reach it from now on."""
+        self._joining.discard(room_id)
+
     def unprotect(self, room_id: str) -> None:
         """Stop protecting a room."""
         self._protected.pop(room_id, None)
+        self._joining.discard(room_id)
 
     def is_protected(self, room_id: str) -> bool:
-        """True for a protected room."""
+        """True for a protected room (joined, or being joined)."""
         return room_id in self._protected
 
     def label(self, room_id: str) -> str:

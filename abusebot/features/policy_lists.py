@@ -31,6 +31,10 @@ class PolicyListsFeature(Feature):
         """A rule change, or a member event in a protected room."""
         await self.policies.handle(event)
 
+    async def room_added(self, room_id: str) -> None:
+        """A room protected while running: its members meet the rules, and it gets the ACL."""
+        await self.policies.apply_to_room(room_id)
+
     async def stop(self) -> None:
         """Stop the debounced ACL writer."""
         await self.policies.close()

@@ -53,6 +53,10 @@ class FakeReads:
             return {"joined_rooms": sorted(self.server.state)}
         raise MatrixError(404, {"errcode": "M_UNRECOGNIZED", "error": path})
 
+    async def joined_rooms(self) -> list[str]:
+        """Every room the fake server holds state for."""
+        return sorted(self.server.state)
+
     async def messages(self, room_id: str, start: str | None, **kwargs: Any) -> dict[str, Any]:
         await self.server.tick()
         return {"chunk": list(reversed(self.server.timeline.get(room_id, []))), "end": None}

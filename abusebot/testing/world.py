@@ -256,8 +256,11 @@ class World:
         }
         self.config_path.write_text(yaml.safe_dump(data))
 
-    async def start_bot(self, hooks: Sequence[Callable[[Any], Awaitable[None]]] = (), timeout: float = 30) -> Any:
-        """Run the bot in this process (as a task) and wait (at most ``timeout`` s) until it is syncing.
+    async def start_bot(
+        self, hooks: Sequence[Callable[[Any], Awaitable[None]]] = (), timeout: float = 30, *, settled: bool = True
+    ) -> Any:
+        """Run the bot in this process (as a task) and wait (at most ``timeout`` s) until it is syncing
+        and (``settled``) has joined the rooms it joins in the background at a first start.
 
         ``hooks`` are appended to ``bot.hooks`` before the first sync, so they see every event.
         """
@@ -269,7 +272,7 @@ class World:
         self.bot = bot
         self._bot_task = asyncio.create_task(bot.run(), name="bot")
         deadline = time.monotonic() + timeout
-        while bot.last_sync_at is None:
+        while not (bot.settled if settled else bot.last_sync_at is not None):
             if self._bot_task.done():
                 self._bot_task.result()
                 raise RuntimeError("the bot stopped during start-up")

@@ -205,7 +205,8 @@ async def test_a_room_without_power_does_not_block_the_others_and_is_named(
         await set_levels(w.mod, weak, {w.bot_account.user_id: 0})
         await w.mod.start_watching()
         await w.start_bot()
-        start = await w.mod.wait_for(w.management, body_contains("started: protecting 2 room(s)"))
+        # A first start: the rooms are joined after the start line, and one line sums them up.
+        start = await w.mod.wait_for(w.management, body_contains("Joined 2 room(s)", "protecting 2 room(s)"))
         assert "Protected 2" in start["content"]["body"], start["content"]["body"]
         assert "ban (needs 50, I have 0)" in start["content"]["body"]
 

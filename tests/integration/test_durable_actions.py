@@ -32,11 +32,14 @@ from tests.integration.test_loop import infractions_from, ledger_query, wait_for
 
 class KillingProxy:
     """Forwards HTTP to ``upstream``; after a matching request succeeds upstream, calls ``kill``
-    (once) instead of answering."""
+    (once) instead of answering. Requests matching ``hold`` wait for ``release`` first."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.trigger: Callable[[str, str], bool] | None = None
+        self.hold: Callable[[str, str], bool] | None = None
+        self.release = asyncio.Event()
+        self.held = asyncio.Event()
         self.kill: Callable[[], None] = lambda: None
         self.fired = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
@@ -63,6 +66,9 @@ class KillingProxy:
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type")}
+        if self.hold is not None and self.hold(request.method, request.path):
+            self.held.set()
+            await self.release.wait()
         async with self._session.request(
             request.method, self.upstream + request.path_qs, data=await request.read(), headers=headers
         ) as upstream:

@@ -61,14 +61,20 @@ async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float, w
 
 
 async def wait_for_checkpoint(world: World, timeout: float = 60.0) -> None:
-    """Wait until the bot (possibly another process) has committed its first sync checkpoint."""
+    """Wait until the bot (possibly another process) has committed its first sync checkpoint and
+    is in every protected room (at a first start it joins them after its first sync)."""
 
     async def committed() -> bool:
         with contextlib.suppress(sqlite3.Error):
             return bool(ledger_query(world, "SELECT 1 FROM kv WHERE key = 'sync_token'"))
         return False
 
+    async def joined() -> bool:
+        bot = world.bot_account.user_id
+        return all([await world.mod.membership(room, bot) == "join" for room in world.protected])
+
     await wait_until(committed, timeout, "the bot's first sync checkpoint")
+    await wait_until(joined, timeout, "the bot in every protected room")
 
 
 def reply_count(world: World, room_id: str, event_id: str) -> int:
