@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import html
 import json
 import random
@@ -30,7 +32,7 @@ from abusebot.features import load_all as load_features
 from abusebot.files import Session, load_session, prepare_data_dir, save_session, take_session_from_ledger
 from abusebot.host import FACTORIES, Host, Role
 from abusebot.ledger import Ledger
-from abusebot.matrix import Api, Homeserver, HomeserverUnavailable, MatrixError, WriteQueue
+from abusebot.matrix import Api, Homeserver, HomeserverUnavailable, MatrixError, Priority, WriteQueue
 from abusebot.outbox import Outbox
 from abusebot.pipeline import Pipeline
 from abusebot.rooms import RoomStore
@@ -155,6 +157,7 @@ class Bot:
         if await self.ledger.get_kv("sync_token") is None:
             await self._first_sync()
         self.scheduler.start()
+        trim_heap()  # what loading the lists and rooms left behind
         await self.announce_start()
         if self._to_join:
             self._joiner = asyncio.create_task(self._join_the_rest())
@@ -269,13 +272,13 @@ class Bot:
         self.store.room(room_id).apply_all(events)
         return events
 
-    async def _join_new(self, room: str, room_id: str | None) -> str:
+    async def _join_new(self, room: str, room_id: str | None, priority: int = Priority.MEMBERSHIP) -> str:
         """Join a room the bot was not in. Its first timeline is history from before the join
         (up to the sync's limit, and older than our checkpoint): what precedes our join in it
         is learnt as state, never acted on (see :meth:`_live_events`)."""
         if room_id is not None:
             self._fresh[room_id] = int(time.time() * 1000)  # before the join: its first batch may come first
-        joined = await self.api.join(room)
+        joined = await self.api.join(room, priority)
         self.store.joined(joined)  # from here on actions reach it (its state comes with the join's sync)
         self._fresh.setdefault(joined, int(time.time() * 1000))
         for raw in await self._read_state(joined):
@@ -349,7 +352,7 @@ class Bot:
         async def join(room: str, room_id: str | None) -> None:
             async with gate:
                 try:
-                    new = await self._join_new(room, room_id)
+                    new = await self._join_new(room, room_id, Priority.BACKGROUND)
                 except (MatrixError, HomeserverUnavailable) as err:
                     if room_id is not None:
                         self.store.unprotect(room_id)
@@ -375,6 +378,7 @@ class Bot:
         if problems:
             head += f"; in {len(problems)} of the new ones I lack a power I need:"
         log.info("rooms_joined", joined=len(joined), failed=len(failed), seconds=round(seconds, 1))
+        trim_heap()
         await self.moderation.post(self._problem_list(head, problems))
 
     async def _await_invite(self, room: str) -> None:
@@ -708,6 +712,15 @@ class Bot:
             for r, missing in problems.items()
         ]
         return bullet_list(head, items, limit=20, max_chars=8000, html_items=rich)
+
+
+def trim_heap() -> None:
+    """Collect, then give the heap that a big load freed back to the OS: glibc keeps freed memory
+    for reuse, so the peak of a first start (every room's state arriving at once, a large list
+    streamed in) would otherwise stay the bot's resident size for good."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _system_actor(event: Event) -> Any:

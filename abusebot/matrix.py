@@ -302,6 +302,8 @@ class Priority:
     REDACT = 2
     STATE = 3
     MESSAGE = 4
+    #: Joining the rooms of a first start: after everything else, so replies never wait behind it.
+    BACKGROUND = 5
 
 
 class WriteQueue:
@@ -476,9 +478,9 @@ class Api:
         reply = await self._write(priority, "PUT", path, dict(content), f"send {event_type} to {room_id}")
         return str(reply.get("event_id", ""))
 
-    async def join(self, room: str) -> str:
+    async def join(self, room: str, priority: int = Priority.MEMBERSHIP) -> str:
         """Join a room by id or alias; returns the room id."""
-        reply = await self._write(Priority.MEMBERSHIP, "POST", f"{API}/join/{q(room)}", {}, f"join {room}")
+        reply = await self._write(priority, "POST", f"{API}/join/{q(room)}", {}, f"join {room}")
         return str(reply.get("room_id", room))
 
     async def leave(self, room_id: str) -> None:

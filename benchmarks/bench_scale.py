@@ -138,6 +138,9 @@ async def main(args: argparse.Namespace) -> None:
         if args.memory_only:
             await memory_only(synapse, base, args)
             return
+        if args.standalone:
+            await standalone(synapse, base, args)
+            return
         small = await World.create(synapse, base / "small", rooms=args.baseline_rooms, members=())
         await small.mod.start_watching()
         small_s = await first_start(small)
@@ -260,6 +263,104 @@ async def memory_only(synapse: SynapseServer, base: Path, args: argparse.Namespa
     await world.close()
 
 
+class ListProxy:
+    """Forwards every request to the homeserver, except that a read of ``room``'s state gets
+    ``extra`` (a JSON array of rule events) added: what a homeserver holding that list would
+    send, without writing 100,000 state events through Synapse (an hour)."""
+
+    def __init__(self, upstream: str, room: str, extra: bytes) -> None:
+        self.upstream, self.room, self.extra = upstream, room, extra
+        self.url = ""
+        self._runner: Any = None
+        self._session: Any = None
+
+    async def start(self) -> None:
+        import aiohttp
+        from aiohttp import web
+
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+
+    async def close(self) -> None:
+        await self._session.close()
+        await self._runner.cleanup()
+
+    async def _forward(self, request: Any) -> Any:
+        from aiohttp import web
+
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type")}
+        async with self._session.request(
+            request.method, self.upstream + request.path_qs, data=await request.read(), headers=headers
+        ) as upstream:
+            body = await upstream.read()
+            if request.method == "GET" and request.path == f"{API}/rooms/{self.room}/state" and upstream.status == 200:
+                body = body.rstrip()[:-1] + b"," + self.extra.lstrip()[1:]
+            return web.Response(status=upstream.status, body=body, content_type=upstream.content_type)
+
+
+def process_mb(pid: int) -> tuple[float, float]:
+    """(RSS, peak RSS) of process ``pid`` in MB."""
+    values = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) / 1024
+    return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
+
+
+async def standalone(synapse: SynapseServer, base: Path, args: argparse.Namespace) -> None:
+    """Stage 3 as operators run it: ``python -m abusebot run`` as its own process, ``--rooms``
+    rooms and a watched list of ``--rules`` rules; that process's RSS once it has joined every
+    room and loaded the list."""
+    made = time.perf_counter()
+    world = await World.create(synapse, base / "big", rooms=args.rooms, members=())
+    print(f"{args.rooms} rooms created in {time.perf_counter() - made:.0f} s")
+    bot_id = world.bot_account.user_id
+    lst = await world.mod.create_room(name="Big list", invite=[bot_id], extra_power={"events_default": 50})
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # the killed bot's open long-poll
+    proxy = ListProxy(synapse.url, lst, list_body(args.rules, base))
+    await proxy.start()
+    log_path = base / "big" / "bot-process.log"
+    try:
+        world.write_config(
+            {"homeserver": proxy.url, "policy_lists": {"watch": [lst]}, "logging": {"format": "json", "level": "info"}}
+        )
+        await world.mod.start_watching()
+        started = time.perf_counter()
+        process = world.spawn_bot()
+        answered = None
+        while True:
+            text = log_path.read_text() if log_path.exists() else ""
+            if answered is None and '"first_sync"' in text:
+                await status_reply(world)
+                answered = time.perf_counter() - started
+            if '"rooms_joined"' in text and '"list_loaded"' in text:
+                break
+            if process.poll() is not None:
+                raise RuntimeError(f"the bot stopped: see {log_path}")
+            await asyncio.sleep(0.5)
+        settled = time.perf_counter() - started
+        await asyncio.sleep(2)  # let the last batches settle
+        rss, peak = process_mb(process.pid)
+        print(f"\n(3s) the bot as its own process: {args.rooms} rooms and a list of {args.rules:,} rules")
+        print(f"  first start: status answered after {answered or 0:.1f} s; all rooms joined after {settled:.1f} s")
+        print(
+            f"  RSS {rss:.0f} MB, peak {peak:.0f} MB; target ≤ 150 MB with 1,000 rooms and 100,000 rules:"
+            f" {'met' if rss <= 150 else 'NOT met'} (at {args.rooms} rooms, {args.rules:,} rules)"
+        )
+    finally:
+        world.kill_bot()
+        await proxy.close()
+        await world.close()
+
+
 def _options() -> Any:
     from policies.lists import ListOptions
 
@@ -272,6 +373,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--baseline-rooms", type=int, default=10)
     parser.add_argument("--rules", type=int, default=100_000)
     parser.add_argument("--memory-only", action="store_true", help="only stage 3 (e.g. with --rooms 1000)")
+    parser.add_argument(
+        "--standalone", action="store_true", help="only stage 3, the bot as its own process (e.g. with --rooms 1000)"
+    )
     return parser.parse_args()
 
 
