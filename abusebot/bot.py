@@ -27,6 +27,7 @@ from abusebot.actions import Moderation
 from abusebot.audit import Message, bullet_list, room_pill
 from abusebot.commands import CommandHandler
 from abusebot.config import Config
+from abusebot.crypto import Crypto
 from abusebot.events import Event, parse_event
 from abusebot.features import load_all as load_features
 from abusebot.files import Session, load_session, prepare_data_dir, save_session, take_session_from_ledger
@@ -89,6 +90,7 @@ class Bot:
         #: Rooms just joined → the time of our join (ms): their first batch's older events are history.
         self._fresh: dict[str, int] = {}
         self._joiner: asyncio.Task[None] | None = None
+        self.crypto: Crypto | None = None
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self.ledger: Ledger
@@ -118,6 +120,7 @@ class Bot:
         await self._login()
         self.queue = WriteQueue(self.hs)
         self.api = Api(self.hs, self.queue)
+        await self._start_crypto()
         self.outbox = Outbox(self.ledger, self.api)
         self.moderation = Moderation(
             config=cfg,
@@ -261,6 +264,31 @@ class Bot:
             raise StartupError(f"login failed: {err.error or err}") from err
         save_session(cfg.data_dir, Session(self.hs.user_id, self.hs.device_id, self.hs.access_token))
         log.info("logged_in", user_id=self.hs.user_id, device_id=self.hs.device_id)
+
+    async def _start_crypto(self) -> None:
+        """This device's keys: loaded from ``data_dir/crypto`` (made and uploaded on a first
+        start); from here on, sends to an encrypted room are encrypted."""
+        if not self.hs.device_id:
+            log.error("encryption_off", reason="the homeserver did not say which device the access token is for")
+            return
+        self.crypto = Crypto(self.hs.user_id, self.hs.device_id, self.config.data_dir / "crypto")
+        await self.crypto.maintain(self.hs.request, self.api.write)
+        self.api.encryptor = self._encrypt
+        log.info("encryption_ready", device_id=self.hs.device_id, ed25519=self.crypto.identity_keys.get("ed25519"))
+
+    def encrypted(self, room_id: str) -> bool:
+        """True for a room whose state says it is encrypted."""
+        return self.store.known(room_id) and self.store.room(room_id).get("m.room.encryption") is not None
+
+    async def _encrypt(
+        self, room_id: str, event_type: str, content: Mapping[str, Any]
+    ) -> tuple[str, Mapping[str, Any]]:
+        if self.crypto is None or not self.encrypted(room_id):
+            return event_type, content
+        state = self.store.room(room_id)
+        members = [*state.members("join"), *state.members("invite")]
+        encrypted = await self.crypto.encrypt(room_id, event_type, content, members, self.hs.request, self.api.write)
+        return "m.room.encrypted", encrypted
 
     async def _join(self, room: str) -> str:
         room_id = await self.api.join(room)
@@ -453,12 +481,25 @@ class Bot:
         started = time.perf_counter()
         rooms = _mapping(response.get("rooms"))
         handled = 0
+        keyed: list[tuple[str, dict[str, Any]]] = []
+        if self.crypto is not None:
+            # Room keys first: this batch's events may need them. Encryption failing is logged,
+            # never fatal: moderation does not depend on it.
+            try:
+                keyed = self.crypto.receive(response)
+                await self.crypto.maintain(self.hs.request, self.api.write)
+            except Exception as err:
+                log.exception("key_maintenance_failed", error=repr(err))
         for room_id in _mapping(rooms.get("invite")):
             await self._on_invite(room_id)
         for room_id, joined in _mapping(rooms.get("join")).items():
             if not isinstance(joined, Mapping):
                 continue
             handled += await self._handle_room(room_id, joined, since)
+        for room_id, raw in keyed:
+            # Events that waited for a key that came in this batch: handled now, late.
+            if self._relevant(room_id):
+                handled += await self._dispatch_raw(room_id, raw)
         for room_id in _mapping(rooms.get("leave")):
             if self._relevant(room_id):
                 text = f"⚠️ I am no longer in {self.store.label(room_id)} ({room_id}); I cannot protect it."
@@ -525,13 +566,28 @@ class Bot:
         for raw, live in [*((g, False) for g in gap), *((e, True) for e in events)]:
             if live and isinstance(raw, Mapping) and "state_key" in raw:
                 state.apply(raw)
-            event = parse_event(raw, room_id)
-            if event is None:
-                log.warning("unusable_event", room_id=room_id)
-                continue
-            await self.dispatch(event)
-            count += 1
+                if raw.get("type") == "m.room.member" and self.crypto is not None and self.encrypted(room_id):
+                    self.crypto.room_changed(room_id)  # who may read the bot's next message changed
+            count += await self._dispatch_raw(room_id, raw)
         return count
+
+    async def _dispatch_raw(self, room_id: str, raw: Any) -> int:
+        """Decrypt (when encrypted and we can), parse and dispatch one timeline event."""
+        if (
+            self.crypto is not None
+            and isinstance(raw, Mapping)
+            and raw.get("type") == "m.room.encrypted"
+            and "state_key" not in raw
+        ):
+            # Undecryptable: still handed on as ``m.room.encrypted`` (counted by floods; the
+            # cleartext follows when its key arrives).
+            raw = self.crypto.decrypt(raw, room_id) or raw
+        event = parse_event(raw, room_id)
+        if event is None:
+            log.warning("unusable_event", room_id=room_id)
+            return 0
+        await self.dispatch(event)
+        return 1
 
     def _our_join(self, raw: Any) -> bool:
         """True for the event of the bot joining a room (not a profile change of a member)."""
@@ -684,6 +740,7 @@ class Bot:
             f"{counts.get('pending_lifts', 0)} pending lift(s)",
             f"Outbox: {await self.ledger.outbox_depth()} intent(s) waiting; "
             f"{self.outbox.done_count} done, {self.outbox.failed_count} failed since start",
+            self._encryption_line(),
             *self.host.status(),
             f"Rooms with a problem: {len(problems)} of {len(rooms)}" + (" (details: !mod rooms)" if problems else ""),
         ]
@@ -691,6 +748,15 @@ class Bot:
         plain = "\n".join([*head[:-1], listing.plain])
         markup = "<br>".join(html.escape(line) for line in head[:-1]) + listing.html
         return Message(plain, markup)
+
+    def _encryption_line(self) -> str:
+        crypto = self.crypto
+        if crypto is None:
+            return "Encryption: off (no device id)"
+        return (
+            f"Encryption: device {self.hs.device_id}; {crypto.decrypted} decrypted, {crypto.undecryptable}"
+            f" undecryptable, {crypto.waiting} waiting for a key"
+        )
 
     async def announce_start(self) -> None:
         """Tell the management room the bot is up, and where it lacks a power it needs."""

@@ -219,8 +219,11 @@ class Homeserver:
     # -- reads ------------------------------------------------------------------------------------
 
     async def whoami(self) -> str:
-        """The user id the access token belongs to."""
+        """The user id the access token belongs to (and, when the homeserver says, its device)."""
         reply = await self.request("GET", f"{API}/account/whoami")
+        device = reply.get("device_id") if isinstance(reply, Mapping) else None
+        if isinstance(device, str) and device and not self.client.device_id:
+            self.client.device_id = device
         return str(reply.get("user_id", ""))
 
     async def sync(self, since: str | None, timeout_ms: int, sync_filter: str) -> dict[str, Any]:
@@ -419,6 +422,13 @@ class Api:
     def __init__(self, homeserver: Homeserver, queue: WriteQueue) -> None:
         self.hs = homeserver
         self.queue = queue
+        #: ``(room, type, content) -> (type, content)``: encrypts for an encrypted room (the bot
+        #: sets it once its device is ready); ``None``: everything is sent as it is.
+        self.encryptor: Callable[[str, str, Mapping[str, Any]], Awaitable[tuple[str, Mapping[str, Any]]]] | None = None
+
+    async def write(self, method: str, path: str, body: Any, priority: int = Priority.MESSAGE) -> Any:
+        """A write of another kind (key uploads, to-device messages) through the same queue."""
+        return await self._write(priority, method, path, body, f"{method} {path.split('?')[0][-60:]}")
 
     async def _write(self, priority: int, method: str, path: str, body: Any, label: str) -> Any:
         return await self.queue.submit(Write(priority, method, path, body, label))
@@ -473,7 +483,9 @@ class Api:
         txn: str | None = None,
         priority: int = Priority.MESSAGE,
     ) -> str:
-        """Send a timeline event; returns its event id."""
+        """Send a timeline event (encrypted in an encrypted room); returns its event id."""
+        if self.encryptor is not None:
+            event_type, content = await self.encryptor(room_id, event_type, content)
         path = f"{API}/rooms/{q(room_id)}/send/{q(event_type)}/{q(txn or txn_id())}"
         reply = await self._write(priority, "PUT", path, dict(content), f"send {event_type} to {room_id}")
         return str(reply.get("event_id", ""))

@@ -1,0 +1,254 @@
+"""End-to-end encryption: nio's Olm machine (vodozemac underneath), fed from our raw ``/sync``.
+
+The bot reads ``/sync`` as raw JSON (see :mod:`abusebot.bot`); this module gives nio's machine
+what it needs from each batch — to-device events (room keys, key requests), ``device_lists``
+and the one-time-key count — and does the key traffic it asks for (``keys/upload``,
+``keys/query``, ``keys/claim``, ``sendToDevice``). In the middle it is pure: :meth:`decrypt`
+turns an ``m.room.encrypted`` event into the cleartext event with the envelope's id, sender,
+room and time; :meth:`encrypt` turns content for an encrypted room into ``m.room.encrypted``
+content, sharing the room key first with every joined or invited member's devices.
+
+An event that cannot be decrypted (its key has not arrived) is kept, keyed by its session, and
+handed back by :meth:`receive` once the key arrives; meanwhile its sender's devices are asked
+for the key. The keys live in nio's SQLite store in ``data_dir/crypto`` (the account, Olm and
+Megolm sessions), so a restarted bot decrypts at once.
+
+Moderation never depends on this: bans, redactions and power levels are not encrypted, and an
+event the bot cannot read still reaches the protections as ``m.room.encrypted`` (floods are
+counted by events, joins and lists need no content).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+from nio.crypto import Olm
+from nio.events import ForwardedRoomKeyEvent, MegolmEvent, RoomKeyEvent, ToDeviceEvent
+from nio.exceptions import EncryptionError
+from nio.responses import KeysClaimResponse, KeysQueryResponse, KeysUploadResponse
+from nio.store import SqliteStore
+
+log = structlog.get_logger("abusebot.crypto")
+
+#: Undecryptable events kept for a retry when their key arrives (the oldest go first).
+MAX_WAITING = 2000
+ENCRYPTED = "m.room.encrypted"
+MEGOLM = "m.megolm.v1.aes-sha2"
+
+#: ``(method, path, body) -> reply``: a read or a write through the bot's one write path.
+Call = Callable[[str, str, Any], Awaitable[Any]]
+
+
+class RoomMembers:
+    """What nio's ``update_tracked_users`` needs of a room: its users."""
+
+    def __init__(self, room_id: str, users: Iterable[str]) -> None:
+        self.room_id = room_id
+        self.users = dict.fromkeys(users)
+
+
+class Crypto:
+    """The bot's one device's encryption: decrypt what it reads, encrypt what it sends."""
+
+    def __init__(self, user_id: str, device_id: str, store_dir: Path) -> None:
+        store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(store_dir, 0o700)
+        # The pickle key protects the sessions at rest only as well as the directory does: the
+        # directory is the bot's alone (0700), as the session file and ledger are.
+        store = SqliteStore(user_id, device_id, str(store_dir), pickle_key="", database_name="crypto.db")
+        self.olm = Olm(user_id, device_id, store)
+        self.user_id = user_id
+        self.device_id = device_id
+        self.undecryptable = 0
+        self.decrypted = 0
+        #: session id → events waiting for that session's key.
+        self._waiting: OrderedDict[str, list[tuple[str, dict[str, Any]]]] = OrderedDict()
+        self._waiting_count = 0
+        self._requested: set[str] = set()
+        self._room_locks: dict[str, asyncio.Lock] = {}
+        self._keys_lock = asyncio.Lock()
+        for path in store_dir.iterdir():
+            with contextlib.suppress(OSError):
+                os.chmod(path, 0o600)
+
+    @property
+    def identity_keys(self) -> dict[str, str]:
+        """This device's curve25519 and ed25519 keys."""
+        return dict(self.olm.account.identity_keys)
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def receive(self, response: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """Take the crypto parts of one sync batch. Returns the waiting events whose key came
+        in it, as ``(room_id, raw)`` to decrypt and handle now."""
+        counts = response.get("device_one_time_keys_count")
+        if isinstance(counts, Mapping) and isinstance(counts.get("signed_curve25519"), int):
+            self.olm.uploaded_key_count = counts["signed_curve25519"]
+        elif self.olm.uploaded_key_count is None:
+            self.olm.uploaded_key_count = 0  # none reported: none left on the server
+        lists = response.get("device_lists")
+        if isinstance(lists, Mapping):
+            tracked = set(self.olm.device_store.users)
+            changed = {u for key in ("changed", "left") for u in _strings(lists.get(key)) if u in tracked}
+            if changed:
+                self.olm.add_changed_users(changed)
+                for room_id in list(self.olm.outbound_group_sessions):
+                    # A member's devices changed: the next message gets a new room key.
+                    self.olm.outbound_group_sessions.pop(room_id, None)
+        ready: list[tuple[str, dict[str, Any]]] = []
+        to_device = response.get("to_device")
+        events = to_device.get("events") if isinstance(to_device, Mapping) else None
+        for raw in events if isinstance(events, list) else []:
+            if not isinstance(raw, dict):
+                continue
+            try:
+                event = ToDeviceEvent.parse_event(raw)
+                if event is None or not isinstance(event, ToDeviceEvent):
+                    continue
+                handled = self.olm.handle_to_device_event(event)
+            except Exception as err:  # a hostile to-device event is one line, never a crash
+                log.warning("to_device_unusable", type=raw.get("type"), sender=raw.get("sender"), error=repr(err))
+                continue
+            if isinstance(handled, (RoomKeyEvent, ForwardedRoomKeyEvent)):
+                waiting = self._waiting.pop(handled.session_id, [])
+                self._waiting_count -= len(waiting)
+                ready.extend(waiting)
+        return ready
+
+    def decrypt(self, raw: Mapping[str, Any], room_id: str) -> dict[str, Any] | None:
+        """The cleartext of an ``m.room.encrypted`` room event (envelope's ``event_id``,
+        ``sender``, ``origin_server_ts`` and ``unsigned`` kept), or ``None`` when it cannot be
+        decrypted now (counted, kept for when its key arrives)."""
+        source = {**raw, "room_id": room_id}
+        try:
+            event = MegolmEvent.from_dict(source)
+            if not isinstance(event, MegolmEvent):
+                raise EncryptionError(f"not a Megolm event: {type(event).__name__}")
+            clear = self.olm.decrypt_megolm_event(event, room_id)
+            plain = getattr(clear, "source", None)
+            if not isinstance(plain, Mapping) or not isinstance(plain.get("content"), Mapping):
+                raise EncryptionError(f"unusable cleartext: {type(clear).__name__}")
+        except Exception as err:
+            self.undecryptable += 1
+            self._wait(source, room_id)
+            log.warning(
+                "undecryptable",
+                room_id=room_id,
+                event_id=raw.get("event_id"),
+                sender=raw.get("sender"),
+                reason=str(err)[:200],
+            )
+            return None
+        self.decrypted += 1
+        out = {k: v for k, v in raw.items() if k not in ("type", "content")}
+        out["type"] = plain.get("type") if isinstance(plain.get("type"), str) else "m.room.message"
+        out["content"] = dict(plain["content"])
+        return out
+
+    def _wait(self, source: dict[str, Any], room_id: str) -> None:
+        content = source.get("content")
+        session = content.get("session_id") if isinstance(content, Mapping) else None
+        if not isinstance(session, str):
+            return
+        self._waiting.setdefault(session, []).append((room_id, source))
+        self._waiting_count += 1
+        while self._waiting_count > MAX_WAITING and self._waiting:
+            _, dropped = self._waiting.popitem(last=False)
+            self._waiting_count -= len(dropped)
+
+    def key_requests(self) -> list[tuple[str, dict[str, Any]]]:
+        """Key requests to send for sessions we lack: ``(txn, sendToDevice body)``, each once."""
+        out = []
+        for session, events in self._waiting.items():
+            if session in self._requested or not events:
+                continue
+            self._requested.add(session)
+            event = MegolmEvent.from_dict(events[0][1])
+            if not isinstance(event, MegolmEvent):
+                continue
+            message = event.as_key_request(event.sender, self.device_id, session)
+            txn = "keyreq-" + hashlib.sha256(session.encode()).hexdigest()[:24]
+            out.append((txn, message.as_dict()))  # to every device of the sender
+        return out
+
+    @property
+    def waiting(self) -> int:
+        """Events waiting for a key."""
+        return self._waiting_count
+
+    # -- keys -------------------------------------------------------------------------------------
+
+    async def maintain(self, read: Call, write: Call) -> None:
+        """Upload our keys, query others' and send key requests, as the machine asks."""
+        async with self._keys_lock:
+            if self.olm.should_upload_keys:
+                reply = await write("POST", "/_matrix/client/v3/keys/upload", self.olm.share_keys())
+                counts = reply.get("one_time_key_counts", {}) if isinstance(reply, Mapping) else {}
+                self.olm.handle_response(
+                    KeysUploadResponse(int(counts.get("curve25519", 0)), int(counts.get("signed_curve25519", 0)))
+                )
+                log.info("keys_uploaded", one_time_keys=counts.get("signed_curve25519", 0))
+            if self.olm.should_query_keys:
+                users = sorted(self.olm.users_for_key_query)
+                reply = await read("POST", "/_matrix/client/v3/keys/query", {"device_keys": {u: [] for u in users}})
+                if isinstance(reply, Mapping) and isinstance(reply.get("device_keys"), Mapping):
+                    self.olm.handle_response(
+                        KeysQueryResponse(dict(reply["device_keys"]), dict(reply.get("failures") or {}))
+                    )
+                    self.olm.users_for_key_query.difference_update(users)
+        for txn, body in self.key_requests():
+            with contextlib.suppress(Exception):
+                await write("PUT", f"/_matrix/client/v3/sendToDevice/m.room_key_request/{txn}", body)
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def room_changed(self, room_id: str) -> None:
+        """Membership changed in an encrypted room: its next message gets a new room key."""
+        self.olm.outbound_group_sessions.pop(room_id, None)
+
+    async def encrypt(
+        self, room_id: str, event_type: str, content: Mapping[str, Any], members: Iterable[str], read: Call, write: Call
+    ) -> dict[str, Any]:
+        """``m.room.encrypted`` content for ``content``, the room key shared first with every
+        device of ``members`` that lacks it."""
+        lock = self._room_locks.setdefault(room_id, asyncio.Lock())
+        async with lock:
+            users = sorted(set(members) | {self.user_id})
+            self.olm.update_tracked_users(RoomMembers(room_id, users))
+            await self.maintain(read, write)
+            if self.olm.should_share_group_session(room_id):
+                await self._claim(users, read)
+                devices = 0
+                chunks = self.olm.share_group_session_parallel(room_id, users, ignore_unverified_devices=True)
+                for number, (sharing_with, to_device) in enumerate(chunks):
+                    session = self.olm.outbound_group_sessions[room_id].id
+                    txn = f"share-{hashlib.sha256(session.encode()).hexdigest()[:16]}-{number}"
+                    await write("PUT", f"/_matrix/client/v3/sendToDevice/{ENCRYPTED}/{txn}", to_device)
+                    devices += len(sharing_with)
+                # Shared with every device there is (none at all included).
+                self.olm.outbound_group_sessions[room_id].shared = True
+                log.info("room_key_shared", room_id=room_id, devices=devices)
+            return dict(self.olm.group_encrypt(room_id, {"type": event_type, "content": dict(content)}))
+
+    async def _claim(self, users: list[str], read: Call) -> None:
+        missing = self.olm.get_missing_sessions(users)
+        if not missing:
+            return
+        body = {"one_time_keys": {u: dict.fromkeys(ds, "signed_curve25519") for u, ds in missing.items()}}
+        reply = await read("POST", "/_matrix/client/v3/keys/claim", body)
+        if isinstance(reply, Mapping) and isinstance(reply.get("one_time_keys"), Mapping):
+            self.olm.handle_response(
+                KeysClaimResponse(dict(reply["one_time_keys"]), dict(reply.get("failures") or {}))
+            )
+
+
+def _strings(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []

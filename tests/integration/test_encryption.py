@@ -1,0 +1,150 @@
+"""Encrypted rooms against the real Synapse: the bot reads, moderates and answers in them.
+
+The other side is matrix-nio's own client with encryption (``abusebot.testing.e2e``), its keys
+in a temp dir: it decrypts the bot's replies as any member's client would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest_asyncio
+
+from abusebot.matrix import API, q
+from abusebot.testing.e2e import EncryptedPerson
+from abusebot.testing.synapse import SynapseServer
+from abusebot.testing.world import World, is_redaction_of
+from tests.integration.test_loop import wait_until
+
+SPAM = {"protections": {"spam": {"banned_words": ["buy cheap pills"]}}}
+
+MakePerson = Callable[[World, str], Awaitable[EncryptedPerson]]
+
+
+@pytest_asyncio.fixture
+async def encrypted_person(tmp_path: Path) -> AsyncIterator[MakePerson]:
+    """A factory for encrypted users of a world (closed at the end)."""
+    people: list[EncryptedPerson] = []
+
+    async def make(world: World, name: str) -> EncryptedPerson:
+        account = world.synapse.register(f"{name}-{world.tag}")
+        person = EncryptedPerson(world.synapse.url, account, tmp_path / f"store-{name}")
+        await person.start()
+        people.append(person)
+        return person
+
+    yield make
+    for person in people:
+        await person.close()
+
+
+async def encrypted_world(
+    synapse: SynapseServer, tmp_path: Path, make: MakePerson, config: dict[str, object] | None = None
+) -> tuple[World, EncryptedPerson, str, str]:
+    """A world whose management room and one protected room are encrypted, both made by an
+    encrypted moderator; the plain moderator ``w.mod`` is in the protected room too (to watch
+    redactions, which are never encrypted). Returns (world, moderator, management, room)."""
+    w = await World.create(synapse, tmp_path, members=())
+    bot_id = w.bot_account.user_id
+    mod = await make(w, "emod")
+    management = await mod.create_room(name="Encrypted moderators", invite=[bot_id], power={bot_id: 50})
+    room = await mod.create_room(name="Encrypted lobby", invite=[bot_id, w.mod.user_id], power={bot_id: 100})
+    await w.mod.join(room)
+    w.write_config({"management_room": management, "protected_rooms": [room], **(config or {})})
+    await w.mod.start_watching()
+    return w, mod, management, room
+
+
+async def test_a_command_in_an_encrypted_management_room_is_obeyed_and_answered_encrypted(
+    synapse: SynapseServer, tmp_path: Path, encrypted_person: MakePerson
+) -> None:
+    w, mod, management, room = await encrypted_world(synapse, tmp_path, encrypted_person)
+    try:
+        spammer = w.person("spammer")
+        await mod.invite(room, spammer.user_id)
+        await spammer.join(room)
+        await w.start_bot()
+        await mod.say(management, f"!mod ban {spammer.user_id} spam")
+        reply = await mod.wait_for_text(management, lambda e: e.sender == w.bot_account.user_id and "Banned" in e.body)
+        assert reply.decrypted  # nio decrypted it: the bot sent it encrypted
+        assert await w.mod.membership(room, spammer.user_id) == "ban"
+    finally:
+        await w.close()
+
+
+async def test_spam_in_an_encrypted_room_is_read_redacted_and_escalated(
+    synapse: SynapseServer, tmp_path: Path, encrypted_person: MakePerson
+) -> None:
+    """A banned phrase is only visible in the cleartext: the bot decrypts, redacts the envelope
+    event and records the infraction."""
+    w, mod, _, room = await encrypted_world(synapse, tmp_path, encrypted_person, SPAM)
+    try:
+        spammer = await encrypted_person(w, "espam")
+        await mod.invite(room, spammer.user_id)
+        await spammer.join(room)
+        bot = await w.start_bot()
+        await spammer.settle()
+        hello = await spammer.say(room, "hello everyone")
+        spam = await spammer.say(room, "buy cheap pills here")
+        await w.mod.wait_for(room, is_redaction_of(spam))
+        history = await bot.ledger.history(spammer.user_id)
+        assert [i.origin for i in history] == ["protection"]
+        assert bot.crypto is not None
+        assert bot.crypto.decrypted >= 2
+        redacted = {e.get("redacts") for e in w.mod.seen.get(room, []) if e.get("type") == "m.room.redaction"}
+        assert hello not in redacted
+    finally:
+        await w.close()
+
+
+async def test_a_restarted_bot_decrypts_at_once_without_new_keys(
+    synapse: SynapseServer, tmp_path: Path, encrypted_person: MakePerson
+) -> None:
+    """Stopped and started again (the same device, its keys in data_dir), the bot reads a command
+    sent with the room key it already had."""
+    w, mod, management, _ = await encrypted_world(synapse, tmp_path, encrypted_person)
+    try:
+        bot_id = w.bot_account.user_id
+        await w.start_bot()
+        await mod.say(management, "!mod help")
+        await mod.wait_for_text(management, lambda e: e.sender == bot_id and "status" in e.body)
+        device = w.bot.hs.device_id
+        await w.stop_bot()
+
+        await w.start_bot()
+        assert w.bot.hs.device_id == device
+        await mod.say(management, "!mod status")
+        status = await mod.wait_for_text(management, lambda e: e.sender == bot_id and "Encryption:" in e.body)
+        assert "0 undecryptable" in status.body
+    finally:
+        await w.close()
+
+
+async def test_an_undecryptable_event_is_counted_and_the_bot_goes_on(
+    synapse: SynapseServer, tmp_path: Path, encrypted_person: MakePerson
+) -> None:
+    """A forged ``m.room.encrypted`` event (a session nobody shared) is counted in ``!mod
+    status`` and never stops the bot."""
+    w, mod, management, room = await encrypted_world(synapse, tmp_path, encrypted_person)
+    try:
+        bot_id = w.bot_account.user_id
+        bot = await w.start_bot()
+        forged = {
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "sender_key": "x" * 43,
+            "ciphertext": "not a ciphertext",
+            "session_id": "nobody-shared-this",
+            "device_id": "NOPE",
+        }
+        await w.mod.call("PUT", f"{API}/rooms/{q(room)}/send/m.room.encrypted/forged1", forged)
+        await wait_until(lambda: _true(bot.crypto is not None and bot.crypto.undecryptable == 1), 15, "counted")
+        await mod.say(management, "!mod status")
+        status = await mod.wait_for_text(management, lambda e: e.sender == bot_id and "Encryption:" in e.body)
+        assert "1 undecryptable" in status.body
+    finally:
+        await w.close()
+
+
+async def _true(value: object) -> bool:
+    return bool(value)
