@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from abusebot import __version__
+from abusebot import __version__, cross_signing
 from abusebot.actions import Moderation
 from abusebot.audit import Message, bullet_list, room_pill
 from abusebot.commands import CommandHandler
@@ -91,6 +91,7 @@ class Bot:
         self._fresh: dict[str, int] = {}
         self._joiner: asyncio.Task[None] | None = None
         self.crypto: Crypto | None = None
+        self.cross_signing: cross_signing.Standing | None = None
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self.ledger: Ledger
@@ -274,7 +275,21 @@ class Bot:
         self.crypto = Crypto(self.hs.user_id, self.hs.device_id, self.config.data_dir / "crypto")
         await self.crypto.maintain(self.hs.request, self.api.write)
         self.api.encryptor = self._encrypt
-        log.info("encryption_ready", device_id=self.hs.device_id, ed25519=self.crypto.identity_keys.get("ed25519"))
+        try:
+            hs, cfg = self.hs, self.config
+            self.cross_signing = await cross_signing.ensure(
+                hs.request, self.api.write, cfg.data_dir, hs.user_id, hs.device_id, cfg.password
+            )
+        except (MatrixError, HomeserverUnavailable) as err:
+            # Still reads and sends encrypted; clients that exclude unverified devices will not
+            # share their keys with it until this works.
+            log.error("cross_signing_failed", error=str(err))
+        log.info(
+            "encryption_ready",
+            device_id=self.hs.device_id,
+            ed25519=self.crypto.identity_keys.get("ed25519"),
+            cross_signed=self.cross_signing is not None and self.cross_signing.complete,
+        )
 
     def encrypted(self, room_id: str) -> bool:
         """True for a room whose state says it is encrypted."""
@@ -753,9 +768,15 @@ class Bot:
         crypto = self.crypto
         if crypto is None:
             return "Encryption: off (no device id)"
+        standing = self.cross_signing
+        signed = (
+            f"cross-signed (master key {standing.master})"
+            if standing is not None and standing.complete
+            else "NOT cross-signed (see the log)"
+        )
         return (
-            f"Encryption: device {self.hs.device_id}; {crypto.decrypted} decrypted, {crypto.undecryptable}"
-            f" undecryptable, {crypto.waiting} waiting for a key"
+            f"Encryption: device {self.hs.device_id}, {signed}; {crypto.decrypted} decrypted,"
+            f" {crypto.undecryptable} undecryptable, {crypto.waiting} waiting for a key"
         )
 
     async def announce_start(self) -> None:

@@ -76,6 +76,7 @@ async def _check(config: Config) -> int:
             prepare_data_dir(config.data_dir)
             save_session(config.data_dir, Session(hs.user_id, hs.device_id, hs.access_token))
         print(f"logged in as {hs.user_id} ({how})")
+        print(await _device_line(hs))
         problems, fatal = await _check_rooms(config, hs)
         if fatal:
             print(f"abusebot: config error: {fatal}", file=sys.stderr)
@@ -91,6 +92,22 @@ async def _check(config: Config) -> int:
         if ledger is not None:
             await ledger.close()
         await hs.close()
+
+
+async def _device_line(hs: Any) -> str:
+    """The bot's device and whether the homeserver shows it cross-signed."""
+    from abusebot.cross_signing import standing
+    from abusebot.matrix import HomeserverUnavailable, MatrixError
+
+    if not hs.device_id:
+        return "device: unknown (the homeserver did not say which device the token is for); encryption is off"
+    try:
+        now, _ = await standing(hs.request, hs.user_id, hs.device_id)
+    except (HomeserverUnavailable, MatrixError) as err:
+        return f"device {hs.device_id}: cannot read its keys ({_why(err)})"
+    if now.complete:
+        return f"device {hs.device_id}: cross-signed (master key {now.master})"
+    return f"device {hs.device_id}: not cross-signed yet (the bot cross-signs itself when it starts)"
 
 
 def _why(err: Exception) -> str:
@@ -187,8 +204,7 @@ async def _check_rooms(config: Config, hs: Any) -> tuple[list[str], str | None]:
         state.apply({"type": "m.room.member", "state_key": hs.user_id, "content": {"membership": "join"}})
         notes = []
         if state.get("m.room.encryption") is not None:
-            problems.append(f"{key} {label}: encrypted; abusebot cannot read encrypted rooms yet")
-            notes.append("encrypted")
+            notes.append("encrypted (I read and answer there encrypted)")
         if key != "management_room":
             missing = missing_powers(state, hs.user_id)
             if missing:

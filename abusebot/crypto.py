@@ -245,9 +245,7 @@ class Crypto:
         body = {"one_time_keys": {u: dict.fromkeys(ds, "signed_curve25519") for u, ds in missing.items()}}
         reply = await read("POST", "/_matrix/client/v3/keys/claim", body)
         if isinstance(reply, Mapping) and isinstance(reply.get("one_time_keys"), Mapping):
-            self.olm.handle_response(
-                KeysClaimResponse(dict(reply["one_time_keys"]), dict(reply.get("failures") or {}))
-            )
+            self.olm.handle_response(KeysClaimResponse(dict(reply["one_time_keys"]), dict(reply.get("failures") or {})))
 
 
 def _strings(value: Any) -> list[str]:

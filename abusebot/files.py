@@ -164,12 +164,18 @@ def save_session(data_dir: Path, session: Session | None) -> None:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         return
+    write_private(path, json.dumps(attrs.asdict(session)))
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a secret: mode 0600 from the start, to a temporary file, synced, then renamed over
+    the old one, so a crash leaves the old file or the new, never half of one."""
     temporary = path.with_suffix(".tmp")
     with contextlib.suppress(FileNotFoundError):
         temporary.unlink()
     fd = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(attrs.asdict(session), handle)
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)

@@ -149,8 +149,6 @@ def room_problems(store: RoomStore, bot_user_id: str) -> dict[str, list[str]]:
     problems: dict[str, list[str]] = {}
     for room_id in store.protected:
         missing = missing_powers(store.room(room_id), bot_user_id)
-        if store.room(room_id).get("m.room.encryption") is not None:
-            missing.append("reading messages (the room is encrypted; abusebot cannot read encrypted rooms yet)")
         if missing:
             problems[room_id] = missing
     return problems

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest_asyncio
 
@@ -15,6 +16,7 @@ from abusebot.matrix import API, q
 from abusebot.testing.e2e import EncryptedPerson
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import World, is_redaction_of
+from tests.integration.test_day_one import check_config
 from tests.integration.test_loop import wait_until
 
 SPAM = {"protections": {"spam": {"banned_words": ["buy cheap pills"]}}}
@@ -148,3 +150,60 @@ async def test_an_undecryptable_event_is_counted_and_the_bot_goes_on(
 
 async def _true(value: object) -> bool:
     return bool(value)
+
+
+async def test_the_bot_cross_signs_its_device_and_keeps_its_identity_across_restarts(
+    synapse: SynapseServer, tmp_path: Path
+) -> None:
+    """Another user's ``/keys/query`` shows the bot's master and self-signing keys, the device
+    signed by the self-signing key (itself signed by the master key); a restart publishes
+    nothing new; the seeds are in data_dir, 0600."""
+    w = await World.launch(synapse, tmp_path, members=())
+    try:
+        bot_id, device = w.bot_account.user_id, w.bot.hs.device_id
+
+        async def published() -> dict[str, Any]:
+            reply = await w.mod.call("POST", f"{API}/keys/query", {"device_keys": {bot_id: []}})
+            assert isinstance(reply, dict)
+            return reply
+
+        first = await published()
+        [master] = first["master_keys"][bot_id]["keys"].values()
+        [ssk] = first["self_signing_keys"][bot_id]["keys"].values()
+        assert f"ed25519:{master}" in first["self_signing_keys"][bot_id]["signatures"][bot_id]
+        assert f"ed25519:{ssk}" in first["device_keys"][bot_id][device]["signatures"][bot_id]
+        keys_file = w.base / "data" / "cross_signing.json"
+        assert keys_file.stat().st_mode & 0o777 == 0o600
+
+        await w.stop_bot()
+        await w.start_bot()
+        assert w.bot.hs.device_id == device
+        again = await published()
+        assert again["master_keys"] == first["master_keys"]
+        assert again["self_signing_keys"] == first["self_signing_keys"]
+        assert w.bot.cross_signing is not None
+        assert w.bot.cross_signing.complete
+    finally:
+        await w.close()
+
+
+async def test_check_config_reports_the_device_and_its_cross_signing_and_encrypted_rooms_are_no_problem(
+    synapse: SynapseServer, tmp_path: Path, encrypted_person: MakePerson
+) -> None:
+    """Before the first start the device is "not cross-signed yet"; after it, "cross-signed"
+    with the master key; an encrypted management room is noted, not a problem (exit 0)."""
+    w, _, _, _ = await encrypted_world(synapse, tmp_path, encrypted_person)
+    try:
+        before = check_config(w)
+        assert before.returncode == 0, before.stderr
+        assert "not cross-signed yet" in before.stdout
+        bot = await w.start_bot()
+        assert bot.cross_signing is not None
+        master, device = bot.cross_signing.master, bot.hs.device_id
+        await w.stop_bot()
+        after = check_config(w)
+        assert after.returncode == 0, after.stderr
+        assert f"device {device}: cross-signed (master key {master})" in after.stdout
+        assert "encrypted (I read and answer there encrypted)" in after.stdout
+    finally:
+        await w.close()
