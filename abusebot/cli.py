@@ -102,12 +102,14 @@ async def _device_line(hs: Any) -> str:
     if not hs.device_id:
         return "device: unknown (the homeserver did not say which device the token is for); encryption is off"
     try:
-        now, _ = await standing(hs.request, hs.user_id, hs.device_id)
+        now, keys = await standing(hs.request, hs.user_id, hs.device_id)
     except (HomeserverUnavailable, MatrixError) as err:
         return f"device {hs.device_id}: cannot read its keys ({_why(err)})"
+    ed25519 = (keys or {}).get("keys", {}).get(f"ed25519:{hs.device_id}")
+    device = f"device {hs.device_id}" + (f" (ed25519 key {ed25519})" if isinstance(ed25519, str) else "")
     if now.complete:
-        return f"device {hs.device_id}: cross-signed (master key {now.master})"
-    return f"device {hs.device_id}: not cross-signed yet (the bot cross-signs itself when it starts)"
+        return f"{device}: cross-signed (master key {now.master})"
+    return f"{device}: not cross-signed yet (the bot cross-signs itself when it starts)"
 
 
 def _why(err: Exception) -> str:

@@ -6,6 +6,7 @@ in a temp dir: it decrypts the bot's replies as any member's client would.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from abusebot.testing.e2e import EncryptedPerson
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import World, is_redaction_of
 from tests.integration.test_day_one import check_config
-from tests.integration.test_loop import wait_until
+from tests.integration.test_loop import wait_for_checkpoint, wait_until
 
 SPAM = {"protections": {"spam": {"banned_words": ["buy cheap pills"]}}}
 
@@ -53,6 +54,7 @@ async def encrypted_world(
     management = await mod.create_room(name="Encrypted moderators", invite=[bot_id], power={bot_id: 50})
     room = await mod.create_room(name="Encrypted lobby", invite=[bot_id, w.mod.user_id], power={bot_id: 100})
     await w.mod.join(room)
+    w.protected = [room]
     w.write_config({"management_room": management, "protected_rooms": [room], **(config or {})})
     await w.mod.start_watching()
     return w, mod, management, room
@@ -199,11 +201,38 @@ async def test_check_config_reports_the_device_and_its_cross_signing_and_encrypt
         assert "not cross-signed yet" in before.stdout
         bot = await w.start_bot()
         assert bot.cross_signing is not None
+        assert bot.crypto is not None
         master, device = bot.cross_signing.master, bot.hs.device_id
         await w.stop_bot()
         after = check_config(w)
         assert after.returncode == 0, after.stderr
-        assert f"device {device}: cross-signed (master key {master})" in after.stdout
+        ed25519 = bot.crypto.identity_keys["ed25519"]
+        assert f"device {device} (ed25519 key {ed25519}): cross-signed (master key {master})" in after.stdout
         assert "encrypted (I read and answer there encrypted)" in after.stdout
+    finally:
+        await w.close()
+
+
+async def test_after_kill_9_the_bot_reads_what_was_sent_while_it_was_down(
+    synapse: SynapseServer, tmp_path: Path, encrypted_person: MakePerson
+) -> None:
+    """The bot as its own process, ``kill -9``ed; meanwhile the moderator's client starts a new
+    room key (shared to the bot's device while it is away) and sends a command with it. The
+    restarted bot, same device, takes the key from its to-device queue and answers."""
+    w, mod, management, _ = await encrypted_world(synapse, tmp_path, encrypted_person)
+    try:
+        bot_id = w.bot_account.user_id
+        w.spawn_bot()
+        await wait_for_checkpoint(w)
+        await mod.say(management, "!mod help")
+        await mod.wait_for_text(management, lambda e: e.sender == bot_id and "status" in e.body, timeout=30)
+        w.kill_bot(signal.SIGKILL)
+
+        mod.client.olm.rotate_outbound_group_session(management)  # a key the bot has never seen
+        await mod.say(management, "!mod status")
+        w.spawn_bot()
+        status = await mod.wait_for_text(management, lambda e: e.sender == bot_id and "Encryption:" in e.body, 30)
+        assert "0 undecryptable" in status.body
+        assert "cross-signed" in status.body
     finally:
         await w.close()
