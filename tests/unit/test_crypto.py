@@ -1,0 +1,144 @@
+"""The bot's decryption, field by field, with a real Megolm session (vodozemac) and nio's store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import vodozemac
+from nio.crypto import InboundGroupSession, OlmDevice
+from nio.events import RoomKeyEvent
+
+from abusebot.crypto import MAX_WAITING, MEGOLM, Crypto
+
+ROOM = "!room:example.org"
+SENDER_KEY = "s" * 43
+
+
+class Sender:
+    """A member's outbound Megolm session, its key already in the bot's store."""
+
+    def __init__(self, crypto: Crypto, room: str = ROOM) -> None:
+        self.outbound = vodozemac.GroupSession()
+        self.key = self.outbound.session_key.to_base64()  # from index 0: every message readable
+        crypto.olm.inbound_group_store.add(InboundGroupSession(self.key, "e" * 43, SENDER_KEY, room))
+        self.count = 0
+
+    def event(self, body: str = "hello", *, room: str = ROOM, sender: str = "@u:example.org", **plain: Any) -> dict:
+        self.count += 1
+        payload = {"type": "m.room.message", "room_id": room, "content": {"msgtype": "m.text", "body": body}, **plain}
+        return {
+            "type": "m.room.encrypted",
+            "event_id": f"$e{self.count}",
+            "sender": sender,
+            "origin_server_ts": 1000 + self.count,
+            "content": {
+                "algorithm": "m.megolm.v1.aes-sha2",
+                "sender_key": SENDER_KEY,
+                "ciphertext": self.outbound.encrypt(json.dumps(payload).encode()).to_base64(),
+                "session_id": self.outbound.session_id,
+                "device_id": "DEV",
+            },
+        }
+
+
+@pytest.fixture
+def crypto(tmp_path: Path) -> Crypto:
+    return Crypto("@bot:example.org", "BOTDEV", tmp_path / "crypto")
+
+
+def test_cleartext_keeps_the_envelopes_id_sender_and_time(crypto: Crypto) -> None:
+    raw = Sender(crypto).event("hi there")
+    clear = crypto.decrypt(raw, ROOM)
+    assert clear is not None
+    assert (clear["type"], clear["content"]["body"]) == ("m.room.message", "hi there")
+    assert (clear["event_id"], clear["sender"], clear["origin_server_ts"]) == ("$e1", "@u:example.org", 1001)
+    assert crypto.decrypted == 1
+
+
+def test_a_replayed_ciphertext_under_another_event_is_refused(crypto: Crypto) -> None:
+    raw = Sender(crypto).event("original")
+    assert crypto.decrypt(raw, ROOM) is not None
+    assert crypto.decrypt(raw, ROOM) is not None  # the same event again (a replayed batch) is fine
+    copy = {**raw, "event_id": "$copy", "sender": "@mallory:example.org"}
+    assert crypto.decrypt(copy, ROOM) is None
+    assert crypto.undecryptable == 1
+
+
+def test_cleartext_for_another_room_is_refused(crypto: Crypto) -> None:
+    raw = Sender(crypto).event("elsewhere", room="!other:example.org")
+    assert crypto.decrypt(raw, ROOM) is None
+
+
+def test_a_known_device_whose_key_differs_is_a_forged_attribution(crypto: Crypto) -> None:
+    sender = Sender(crypto)
+    crypto.olm.device_store.add(OlmDevice("@u:example.org", "DEV", {"ed25519": "e" * 43, "curve25519": "other"}))
+    assert crypto.decrypt(sender.event(), ROOM) is None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"algorithm": "m.megolm.v1.aes-sha2", "sender_key": 5, "session_id": "s", "ciphertext": "c"},
+        {"algorithm": "m.megolm.v1.aes-sha2", "sender_key": "k", "session_id": ["s"], "ciphertext": "c"},
+        {"algorithm": "m.megolm.v1.aes-sha2", "sender_key": "k", "session_id": "s", "ciphertext": {"a": 1}},
+        {"algorithm": "m.olm.v1.curve25519-aes-sha2", "ciphertext": {}},
+        {"algorithm": None},
+        {},
+    ],
+)
+def test_malformed_envelopes_are_counted_never_raised(crypto: Crypto, content: dict[str, Any]) -> None:
+    raw = {"type": "m.room.encrypted", "event_id": "$x", "sender": "@u:example.org", "content": content}
+    assert crypto.decrypt(raw, ROOM) is None
+    assert crypto.undecryptable == 1
+    assert crypto.waiting == 0  # nothing to wait for: no key will make these readable
+
+
+def test_garbage_ciphertext_of_a_known_session_is_counted(crypto: Crypto) -> None:
+    raw = Sender(crypto).event()
+    raw["content"]["ciphertext"] = "AAAA" * 40
+    assert crypto.decrypt(raw, ROOM) is None
+
+
+def test_an_event_waits_for_its_key_and_comes_back_when_it_arrives(crypto: Crypto, tmp_path: Path) -> None:
+    other = Crypto("@bot:example.org", "BOTDEV", tmp_path / "elsewhere")
+    sender = Sender(other)  # the key is in another store: not ours yet
+    raw = sender.event("late")
+    assert crypto.decrypt(raw, ROOM) is None
+    assert crypto.waiting == 1
+    assert len(crypto.key_requests()) == 1
+    assert crypto.key_requests() == []  # asked once per session
+
+    crypto.olm.inbound_group_store.add(InboundGroupSession(sender.key, "e" * 43, SENDER_KEY, ROOM))
+    arrived = RoomKeyEvent({}, "@u:example.org", SENDER_KEY, ROOM, sender.outbound.session_id, "m.megolm.v1.aes-sha2")
+    crypto.olm.handle_to_device_event = lambda event: arrived  # type: ignore[method-assign]
+    olm = {"algorithm": "m.olm.v1.curve25519-aes-sha2", "sender_key": SENDER_KEY, "ciphertext": {}}
+    ready = crypto.receive({"to_device": {"events": [{"type": "m.room.encrypted", "sender": "@u:x", "content": olm}]}})
+    assert [(room, r["event_id"]) for room, r in ready] == [(ROOM, raw["event_id"])]
+    clear = crypto.decrypt(ready[0][1], ROOM)
+    assert clear is not None
+    assert clear["content"]["body"] == "late"
+    assert crypto.waiting == 0
+
+
+def test_waiting_events_are_bounded(crypto: Crypto) -> None:
+    for n in range(MAX_WAITING + 50):
+        raw = {
+            "type": "m.room.encrypted",
+            "event_id": f"$w{n}",
+            "sender": "@u:example.org",
+            "content": {"algorithm": MEGOLM, "sender_key": "k", "session_id": f"s{n}", "ciphertext": "c"},
+        }
+        crypto.decrypt(raw, ROOM)
+    assert crypto.waiting == MAX_WAITING
+
+
+def test_hostile_sync_crypto_sections_never_raise(crypto: Crypto) -> None:
+    for response in (
+        {"to_device": {"events": [None, 5, {"type": 7}, {"type": "m.room.encrypted", "content": "x"}]}},
+        {"to_device": "nope", "device_lists": {"changed": [1, None], "left": "x"}},
+        {"device_one_time_keys_count": {"signed_curve25519": "many"}},
+    ):
+        assert crypto.receive(response) == []
