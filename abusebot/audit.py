@@ -176,11 +176,9 @@ def history_message(
     for inf in infractions:
         what = inf.kind
         if inf.kind in ("mute", "ban"):
-            what += (
-                " permanent"
-                if inf.expires_at is None
-                else f" {format_duration((inf.expires_at - inf.created_at) / 1000)}, until {when(inf.expires_at)}"
-            )
+            # Rounded: the record is written a few ms after the expiry was computed.
+            length = None if inf.expires_at is None else round((inf.expires_at - inf.created_at) / 1000)
+            what += " permanent" if length is None else f" {format_duration(length)}, until {when(inf.expires_at)}"
         # Only sanctions that last have a state worth reading; a note or kick just happened.
         state = f" [{_STATE_WORDS.get(inf.state, inf.state)}]" if inf.kind in ("mute", "ban") else ""
         if inf.kind not in ("mute", "ban") and inf.state in ("pardoned", "failed"):

@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
+import attrs
 import structlog
 
 from abusebot import __version__, cross_signing
@@ -47,6 +48,12 @@ log = structlog.get_logger("abusebot.bot")
 TIMELINE_LIMIT = 100
 #: Rooms joined at once at start.
 JOIN_CONCURRENCY = 8
+#: Encrypted events kept for their keys (the oldest dropped first) and key requests under way.
+MAX_WAITING = 2000
+MAX_KEY_REQUESTS_IN_FLIGHT = 20
+#: A sender whose encrypted messages stay unreadable this often in this window: one alert.
+UNREADABLE_ALERT_AFTER = 3
+UNREADABLE_WINDOW_S = 3600.0
 #: At most this many events are fetched to fill one gap (a limited sync) before we move on.
 MAX_GAP_EVENTS = 2000
 SYNC_FILTER = json.dumps(
@@ -91,6 +98,9 @@ class Bot:
         self._fresh: dict[str, int] = {}
         self._joiner: asyncio.Task[None] | None = None
         self.crypto: Crypto | None = None
+        self._key_requests: set[asyncio.Task[None]] = set()
+        #: sender → (first unreadable event in the window, how many, when the moderators were told).
+        self._unreadable: dict[str, tuple[float, int, float]] = {}
         self.cross_signing: cross_signing.Standing | None = None
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
@@ -496,12 +506,12 @@ class Bot:
         started = time.perf_counter()
         rooms = _mapping(response.get("rooms"))
         handled = 0
-        keyed: list[tuple[str, dict[str, Any]]] = []
+        arrived: set[str] = set()
         if self.crypto is not None:
             # Room keys first: this batch's events may need them. Encryption failing is logged,
             # never fatal: moderation does not depend on it.
             try:
-                keyed = self.crypto.receive(response)
+                arrived = self.crypto.receive(response)
                 await self.crypto.maintain(self.hs.request, self.api.write)
             except Exception as err:
                 log.exception("key_maintenance_failed", error=repr(err))
@@ -511,10 +521,14 @@ class Bot:
             if not isinstance(joined, Mapping):
                 continue
             handled += await self._handle_room(room_id, joined, since)
-        for room_id, raw in keyed:
-            # Events that waited for a key that came in this batch: handled now, late.
-            if self._relevant(room_id):
-                handled += await self._dispatch_raw(room_id, raw)
+        if arrived:
+            # Events that waited for a key that came in this batch (perhaps before a restart):
+            # handled now, late; forgotten only once handled.
+            waiting = await self.ledger.waiting_for(arrived)
+            for room_id, raw in waiting:
+                if self._relevant(room_id):
+                    handled += await self._dispatch_raw(room_id, raw, late=True)
+            await self.ledger.forget_waiting(str(raw.get("event_id")) for _, raw in waiting)
         for room_id in _mapping(rooms.get("leave")):
             if self._relevant(room_id):
                 text = f"⚠️ I am no longer in {self.store.label(room_id)} ({room_id}); I cannot protect it."
@@ -561,7 +575,11 @@ class Bot:
 
     async def _handle_room(self, room_id: str, joined: Mapping[str, Any], since: str | None) -> int:
         state = self.store.room(room_id)
-        state.apply_all(_list(_mapping(joined.get("state")).get("events")))
+        block = _list(_mapping(joined.get("state")).get("events"))
+        state.apply_all(block)
+        changed = any(isinstance(raw, Mapping) and raw.get("type") == "m.room.member" for raw in block)
+        if changed and self.crypto is not None and self.encrypted(room_id):
+            self.crypto.room_changed(room_id)  # members changed behind a gap: a new room key
         if not self._relevant(room_id):
             for raw in _list(_mapping(joined.get("timeline")).get("events")):
                 if isinstance(raw, Mapping):
@@ -586,23 +604,73 @@ class Bot:
             count += await self._dispatch_raw(room_id, raw)
         return count
 
-    async def _dispatch_raw(self, room_id: str, raw: Any) -> int:
-        """Decrypt (when encrypted and we can), parse and dispatch one timeline event."""
+    async def _dispatch_raw(self, room_id: str, raw: Any, *, late: bool = False) -> int:
+        """Decrypt (when encrypted and we can), parse and dispatch one timeline event.
+
+        An event that cannot be decrypted is still handed on as ``m.room.encrypted`` (floods
+        count it; joins, bans and lists need no content) and kept in the ledger until its key
+        arrives; then its cleartext is handed on ``late`` (what counts events counted it once)."""
         if (
             self.crypto is not None
             and isinstance(raw, Mapping)
             and raw.get("type") == "m.room.encrypted"
             and "state_key" not in raw
         ):
-            # Undecryptable: still handed on as ``m.room.encrypted`` (counted by floods; the
-            # cleartext follows when its key arrives).
-            raw = self.crypto.decrypt(raw, room_id) or raw
+            clear, session = self.crypto.decrypt(raw, room_id)
+            if clear is None:
+                if late:
+                    return 0  # still unreadable: it was handed on as it is already
+                if session is not None and isinstance(raw.get("event_id"), str):
+                    await self._wait_for_key(room_id, raw, session)
+            else:
+                raw = clear
         event = parse_event(raw, room_id)
         if event is None:
             log.warning("unusable_event", room_id=room_id)
             return 0
-        await self.dispatch(event)
+        await self.dispatch(attrs.evolve(event, late=True) if late else event)
         return 1
+
+    async def _wait_for_key(self, room_id: str, raw: Mapping[str, Any], session: str) -> None:
+        """Keep the event for its key, ask the sender's devices for it (once per session, in
+        the background), and tell the moderators about a sender whose messages stay unreadable."""
+        assert self.crypto is not None
+        await self.ledger.add_waiting(str(raw["event_id"]), room_id, session, raw, keep=MAX_WAITING)
+        request = self.crypto.key_request(raw, room_id)
+        if request is not None and len(self._key_requests) < MAX_KEY_REQUESTS_IN_FLIGHT:
+            txn, body = request
+            path = f"/_matrix/client/v3/sendToDevice/m.room_key_request/{txn}"
+            task = asyncio.create_task(self._quietly(self.api.write("PUT", path, body, Priority.BACKGROUND)))
+            self._key_requests.add(task)
+            task.add_done_callback(self._key_requests.discard)
+        sender = raw.get("sender")
+        if isinstance(sender, str) and self.store.is_protected(room_id):
+            await self._note_unreadable(sender, room_id)
+
+    async def _note_unreadable(self, sender: str, room_id: str) -> None:
+        now = time.monotonic()
+        first, count, alerted = self._unreadable.get(sender, (now, 0, 0.0))
+        if now - first > UNREADABLE_WINDOW_S:
+            first, count = now, 0
+        count += 1
+        self._unreadable[sender] = (first, count, alerted)
+        if len(self._unreadable) > 10_000:
+            self._unreadable.pop(next(iter(self._unreadable)))
+        if count >= UNREADABLE_ALERT_AFTER and now - alerted > UNREADABLE_WINDOW_S:
+            self._unreadable[sender] = (first, count, now)
+            text = (
+                f"⚠️ I cannot read {sender}'s encrypted messages in {self.store.label(room_id)} ({count} in the last"
+                f" hour): their client does not share its room keys with me. I still count them for floods, but I"
+                f" cannot check what they say."
+            )
+            log.warning("unreadable_sender", sender=sender, room_id=room_id, count=count)
+            await self.moderation.post(Message(text, html.escape(text)))
+
+    @staticmethod
+    async def _quietly(write: Awaitable[Any]) -> None:
+        with contextlib.suppress(Exception):  # a key request is a courtesy; its failure changes nothing
+            await write
+
 
     def _our_join(self, raw: Any) -> bool:
         """True for the event of the bot joining a room (not a profile change of a member)."""
@@ -755,7 +823,7 @@ class Bot:
             f"{counts.get('pending_lifts', 0)} pending lift(s)",
             f"Outbox: {await self.ledger.outbox_depth()} intent(s) waiting; "
             f"{self.outbox.done_count} done, {self.outbox.failed_count} failed since start",
-            self._encryption_line(),
+            self._encryption_line(await self.ledger.waiting_count()),
             *self.host.status(),
             f"Rooms with a problem: {len(problems)} of {len(rooms)}" + (" (details: !mod rooms)" if problems else ""),
         ]
@@ -764,7 +832,7 @@ class Bot:
         markup = "<br>".join(html.escape(line) for line in head[:-1]) + listing.html
         return Message(plain, markup)
 
-    def _encryption_line(self) -> str:
+    def _encryption_line(self, waiting: int) -> str:
         crypto = self.crypto
         if crypto is None:
             return "Encryption: off (no device id)"
@@ -776,7 +844,7 @@ class Bot:
         )
         return (
             f"Encryption: device {self.hs.device_id}, {signed}; {crypto.decrypted} decrypted,"
-            f" {crypto.undecryptable} undecryptable, {crypto.waiting} waiting for a key"
+            f" {crypto.undecryptable} undecryptable, {waiting} waiting for a key"
         )
 
     async def announce_start(self) -> None:

@@ -32,7 +32,8 @@ from typing import Any
 
 import structlog
 from nio.crypto import Olm
-from nio.events import ForwardedRoomKeyEvent, MegolmEvent, RoomKeyEvent, ToDeviceEvent
+from nio.crypto.key_request import OutgoingKeyRequest
+from nio.events import ForwardedRoomKeyEvent, RoomKeyEvent, ToDeviceEvent
 from nio.responses import KeysClaimResponse, KeysQueryResponse, KeysUploadResponse
 from nio.store import SqliteStore
 
@@ -40,6 +41,12 @@ log = structlog.get_logger("abusebot.crypto")
 
 #: Undecryptable events kept for a retry when their key arrives (the oldest go first).
 MAX_WAITING = 2000
+#: Sessions remembered as asked for; longer session ids are not asked for (nor kept) at all.
+MAX_REQUESTED = 10_000
+MAX_SESSION_ID = 128
+#: Cleartext event types a room event may carry encrypted (state and room control never are).
+NEVER_ENCRYPTED = ("m.room.", "m.policy.", "m.space.")
+ALLOWED_ROOM_TYPES = frozenset({"m.room.message"})
 #: Message indexes remembered against replays (per session and index; the oldest go first).
 MAX_INDEXES = 100_000
 ENCRYPTED = "m.room.encrypted"
@@ -66,16 +73,14 @@ class Crypto:
         # The pickle key protects the sessions at rest only as well as the directory does: the
         # directory is the bot's alone (0700), as the session file and ledger are.
         store = SqliteStore(user_id, device_id, str(store_dir), pickle_key="", database_name="crypto.db")
-        self.olm = Olm(user_id, device_id, store)
+        self.olm = _Olm(user_id, device_id, store)
         self.user_id = user_id
         self.device_id = device_id
         self.undecryptable = 0
         self.decrypted = 0
-        #: session id → events waiting for that session's key.
-        self._waiting: OrderedDict[str, list[tuple[str, dict[str, Any]]]] = OrderedDict()
-        self._waiting_count = 0
         self._indexes: OrderedDict[tuple[str, str, int], tuple[Any, Any]] = OrderedDict()
-        self._requested: set[str] = set()
+        #: Sessions asked for (once each; the oldest forgotten first).
+        self._requested: OrderedDict[str, None] = OrderedDict()
         self._room_locks: dict[str, asyncio.Lock] = {}
         self._keys_lock = asyncio.Lock()
         for path in store_dir.iterdir():
@@ -89,9 +94,9 @@ class Crypto:
 
     # -- reading ----------------------------------------------------------------------------------
 
-    def receive(self, response: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-        """Take the crypto parts of one sync batch. Returns the waiting events whose key came
-        in it, as ``(room_id, raw)`` to decrypt and handle now."""
+    def receive(self, response: Mapping[str, Any]) -> set[str]:
+        """Take the crypto parts of one sync batch. Returns the Megolm sessions whose keys came
+        in it (events waiting for them can be decrypted now)."""
         counts = response.get("device_one_time_keys_count")
         if isinstance(counts, Mapping) and isinstance(counts.get("signed_curve25519"), int):
             self.olm.uploaded_key_count = counts["signed_curve25519"]
@@ -106,7 +111,7 @@ class Crypto:
                 for room_id in list(self.olm.outbound_group_sessions):
                     # A member's devices changed: the next message gets a new room key.
                     self.olm.outbound_group_sessions.pop(room_id, None)
-        ready: list[tuple[str, dict[str, Any]]] = []
+        arrived: set[str] = set()
         to_device = response.get("to_device")
         events = to_device.get("events") if isinstance(to_device, Mapping) else None
         for raw in events if isinstance(events, list) else []:
@@ -120,16 +125,15 @@ class Crypto:
             except Exception as err:  # a hostile to-device event is one line, never a crash
                 log.warning("to_device_unusable", type=raw.get("type"), sender=raw.get("sender"), error=repr(err))
                 continue
-            if isinstance(handled, (RoomKeyEvent, ForwardedRoomKeyEvent)):
-                waiting = self._waiting.pop(handled.session_id, [])
-                self._waiting_count -= len(waiting)
-                ready.extend(waiting)
-        return ready
+            if isinstance(handled, (RoomKeyEvent, ForwardedRoomKeyEvent)) and isinstance(handled.session_id, str):
+                arrived.add(handled.session_id)
+        return arrived
 
-    def decrypt(self, raw: Mapping[str, Any], room_id: str) -> dict[str, Any] | None:
-        """The cleartext of an ``m.room.encrypted`` room event (envelope's ``event_id``,
-        ``sender``, ``origin_server_ts`` and ``unsigned`` kept), or ``None`` when it cannot be
-        decrypted now (counted, kept for when its key arrives).
+    def decrypt(self, raw: Mapping[str, Any], room_id: str) -> tuple[dict[str, Any] | None, str | None]:
+        """``(cleartext, None)`` for an ``m.room.encrypted`` room event (the envelope's
+        ``event_id``, ``sender``, ``origin_server_ts`` and ``unsigned`` kept); ``(None, session)``
+        when its key has not arrived (keep the event for then); ``(None, None)`` when it never
+        will be readable. Every failure is counted and logged with its reason.
 
         Field by field, with the Megolm session from nio's store (nio's own path validates the
         event against JSON schemas five times, ~85 % of the cost). Refused: a message index seen
@@ -149,10 +153,9 @@ class Crypto:
             why, clear = self._open(raw, room_id, sender_key, session_id, ciphertext, sender, device_id)
         if why is not None or clear is None:
             self.undecryptable += 1
-            if why is not None and why.startswith("no session"):
-                self._wait({**raw, "room_id": room_id}, room_id)
             log.warning("undecryptable", room_id=room_id, event_id=raw.get("event_id"), sender=sender, reason=why)
-            return None
+            waits = why is not None and why.startswith("no session") and len(str(session_id)) <= MAX_SESSION_ID
+            return None, str(session_id) if waits else None
         self.decrypted += 1
         out = {k: v for k, v in raw.items() if k not in ("type", "content")}
         out["type"] = clear["type"]
@@ -160,7 +163,7 @@ class Crypto:
         if "m.relates_to" not in body and isinstance(content.get("m.relates_to"), Mapping):
             body["m.relates_to"] = content["m.relates_to"]  # relations may stay in the clear
         out["content"] = body
-        return out
+        return out, None
 
     def _open(
         self,
@@ -199,42 +202,40 @@ class Crypto:
             return "the cleartext is not JSON", None
         if not (isinstance(clear, dict) and isinstance(clear.get("type"), str)):
             return "the cleartext has no type", None
+        if not readable_type(clear["type"]):
+            # State and room control are never encrypted: a cleartext "m.room.member" would be
+            # a forged join (a join wave faked by a few members), a "m.policy.rule" a forged rule.
+            return f"the cleartext claims a type that is never encrypted ({clear['type'][:60]})", None
         if not isinstance(clear.get("content"), dict):
             return "the cleartext has no content", None
         if clear.get("room_id", room_id) != room_id:
             return "the cleartext is for another room", None
         return None, clear
 
-    def _wait(self, source: dict[str, Any], room_id: str) -> None:
-        content = source.get("content")
-        session = content.get("session_id") if isinstance(content, Mapping) else None
-        if not isinstance(session, str):
-            return
-        self._waiting.setdefault(session, []).append((room_id, source))
-        self._waiting_count += 1
-        while self._waiting_count > MAX_WAITING and self._waiting:
-            _, dropped = self._waiting.popitem(last=False)
-            self._waiting_count -= len(dropped)
-
-    def key_requests(self) -> list[tuple[str, dict[str, Any]]]:
-        """Key requests to send for sessions we lack: ``(txn, sendToDevice body)``, each once."""
-        out = []
-        for session, events in self._waiting.items():
-            if session in self._requested or not events:
-                continue
-            self._requested.add(session)
-            event = MegolmEvent.from_dict(events[0][1])
-            if not isinstance(event, MegolmEvent):
-                continue
-            message = event.as_key_request(event.sender, self.device_id, session)
-            txn = "keyreq-" + hashlib.sha256(session.encode()).hexdigest()[:24]
-            out.append((txn, message.as_dict()))  # to every device of the sender
-        return out
-
-    @property
-    def waiting(self) -> int:
-        """Events waiting for a key."""
-        return self._waiting_count
+    def key_request(self, raw: Mapping[str, Any], room_id: str) -> tuple[str, dict[str, Any]] | None:
+        """A key request for the session ``raw`` needs, to every device of its sender:
+        ``(txn, sendToDevice body)``; ``None`` when that session was asked for already. The
+        request is registered with nio, so the key, forwarded by the device that made the
+        session, is accepted."""
+        content = raw.get("content")
+        content = content if isinstance(content, Mapping) else {}
+        session, sender_key, sender = content.get("session_id"), content.get("sender_key"), raw.get("sender")
+        if not (isinstance(session, str) and isinstance(sender_key, str) and isinstance(sender, str)):
+            return None
+        if session in self._requested or len(session) > MAX_SESSION_ID:
+            return None
+        self._requested[session] = None
+        while len(self._requested) > MAX_REQUESTED:
+            self._requested.popitem(last=False)
+        request_id = hashlib.sha256(session.encode()).hexdigest()[:24]
+        self.olm.outgoing_key_requests[session] = OutgoingKeyRequest(request_id, session, room_id, MEGOLM)
+        body = {
+            "action": "request",
+            "body": {"algorithm": MEGOLM, "session_id": session, "room_id": room_id, "sender_key": sender_key},
+            "request_id": request_id,
+            "requesting_device_id": self.device_id,
+        }
+        return f"keyreq-{request_id}", {"messages": {sender: {"*": body}}}
 
     # -- keys -------------------------------------------------------------------------------------
 
@@ -256,9 +257,6 @@ class Crypto:
                         KeysQueryResponse(dict(reply["device_keys"]), dict(reply.get("failures") or {}))
                     )
                     self.olm.users_for_key_query.difference_update(users)
-        for txn, body in self.key_requests():
-            with contextlib.suppress(Exception):
-                await write("PUT", f"/_matrix/client/v3/sendToDevice/m.room_key_request/{txn}", body)
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -298,6 +296,37 @@ class Crypto:
         reply = await read("POST", "/_matrix/client/v3/keys/claim", body)
         if isinstance(reply, Mapping) and isinstance(reply.get("one_time_keys"), Mapping):
             self.olm.handle_response(KeysClaimResponse(dict(reply["one_time_keys"]), dict(reply.get("failures") or {})))
+
+
+def readable_type(event_type: str) -> bool:
+    """Whether an encrypted event may carry ``event_type`` (messages, stickers, reactions,
+    polls: yes; membership, power levels, rules and other state: never)."""
+    if event_type in ALLOWED_ROOM_TYPES:
+        return True
+    return not event_type.startswith(NEVER_ENCRYPTED)
+
+
+class _Olm(Olm):  # type: ignore[misc]
+    """nio's machine, also accepting a key forwarded by the very device that made the session
+    (the answer of a sender's client to our request); nio takes forwards only from our own
+    devices, and the bot has one."""
+
+    def _should_accept_forward(self, sender: str, sender_key: str, event: ForwardedRoomKeyEvent) -> bool:
+        requested = self.outgoing_key_requests.get(event.session_id)
+        if (
+            requested is not None
+            and event.algorithm == MEGOLM
+            and event.room_id == requested.room_id
+            # The device that made the session forwards it (``sender_key`` is the to-device
+            # sender's key; the content names the session's own):
+            and _mapping(event.source.get("content")).get("sender_key") == sender_key
+        ):
+            return True
+        return bool(super()._should_accept_forward(sender, sender_key, event))
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _strings(value: Any) -> list[str]:

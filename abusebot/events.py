@@ -38,6 +38,9 @@ class Event:
     displayname: str | None = None
     redacts: str | None = None
     malformed: tuple[str, ...] = ()
+    #: An encrypted event handled once already as ``m.room.encrypted`` (its key came late), now
+    #: handed on again as its cleartext: what counts events has counted it.
+    late: bool = False
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
     @property

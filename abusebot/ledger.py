@@ -276,6 +276,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX audit_by_event ON audit (event_id, action) WHERE event_id IS NOT NULL;
     CREATE INDEX infractions_by_source ON infractions (source_event, kind, subject) WHERE source_event IS NOT NULL;
     """,
+    # 6: encrypted events that wait for their room key (handled when it arrives, across restarts).
+    """
+    CREATE TABLE waiting_for_keys (
+        event_id    TEXT PRIMARY KEY,
+        room_id     TEXT NOT NULL,
+        session_id  TEXT NOT NULL,
+        event       TEXT NOT NULL,
+        added_at    INTEGER NOT NULL
+    );
+    CREATE INDEX waiting_by_session ON waiting_for_keys (session_id);
+    """,
 )
 
 
@@ -1060,6 +1071,56 @@ class Ledger:
                 " alerted = ? WHERE id = ?",
                 (next_attempt_at, error[:500], int(alerted), job_id),
             )
+
+    # -- encrypted events waiting for their key ---------------------------------------------------
+
+    async def add_waiting(
+        self, event_id: str, room_id: str, session_id: str, event: Mapping[str, Any], keep: int
+    ) -> None:
+        """Keep an undecryptable event until its session's key arrives (at most ``keep`` rows:
+        the oldest go first)."""
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT OR IGNORE INTO waiting_for_keys (event_id, room_id, session_id, event, added_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (event_id, room_id, session_id, json.dumps(event, separators=(",", ":")), now_ms()),
+            )
+            await db.execute(
+                "DELETE FROM waiting_for_keys WHERE event_id IN (SELECT event_id FROM waiting_for_keys"
+                " ORDER BY added_at DESC, rowid DESC LIMIT -1 OFFSET ?)",
+                (keep,),
+            )
+
+    async def waiting_for(self, session_ids: Iterable[str]) -> list[tuple[str, dict[str, Any]]]:
+        """The events waiting for any of ``session_ids`` (oldest first), as ``(room_id, event)``.
+        They stay until :meth:`forget_waiting` (after they were handled: a crash in between
+        hands them on again, and handling is idempotent)."""
+        sessions = sorted(set(session_ids))
+        if not sessions:
+            return []
+        marks = ",".join("?" * len(sessions))
+        async with self._db.execute(
+            f"SELECT room_id, event FROM waiting_for_keys WHERE session_id IN ({marks}) ORDER BY added_at, rowid",
+            sessions,
+        ) as cur:
+            rows = await cur.fetchall()
+        return [(str(room), json.loads(event)) for room, event in rows]
+
+    async def forget_waiting(self, event_ids: Iterable[str]) -> None:
+        """Events that were handled once their key came."""
+        ids = [(event_id,) for event_id in event_ids]
+        if ids:
+            async with self.transaction() as db:
+                await db.executemany("DELETE FROM waiting_for_keys WHERE event_id = ?", ids)
+
+    async def waiting_sessions(self) -> list[str]:
+        """Sessions some stored event waits for (to ask for their keys after a restart)."""
+        async with self._db.execute("SELECT DISTINCT session_id FROM waiting_for_keys") as cur:
+            return [str(row[0]) for row in await cur.fetchall()]
+
+    async def waiting_count(self) -> int:
+        """How many events wait for a key."""
+        return int(await self._scalar("SELECT COUNT(*) FROM waiting_for_keys", ()) or 0)
 
     # -- typed tables (once JSON blobs in kv) ----------------------------------------------------
 

@@ -42,6 +42,8 @@ class Flood(Protection):
 
     async def check(self, event: Event, settings: FloodSettings, ctx: Context) -> Sequence[Intent]:
         """Count the message; report a violation when a window overflows."""
+        if event.late:
+            return []  # counted once already, when it arrived unreadable
         at = event_time(event.origin_server_ts, ctx.now())
         key = (event.room_id, event.sender)
         window = self.per_room.add(key, at, event.event_id, settings.per_seconds)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
+from abusebot.testing.e2e import EncryptedPerson
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import World
 
@@ -41,3 +42,23 @@ async def running(world: World) -> AsyncIterator[World]:
     await world.mod.start_watching()
     await world.start_bot()
     yield world
+
+
+MakePerson = Callable[[World, str], Awaitable[EncryptedPerson]]
+
+
+@pytest_asyncio.fixture
+async def encrypted_person(tmp_path: Path) -> AsyncIterator[MakePerson]:
+    """A factory for encrypted users of a world (closed at the end)."""
+    people: list[EncryptedPerson] = []
+
+    async def make(world: World, name: str) -> EncryptedPerson:
+        account = world.synapse.register(f"{name}-{world.tag}")
+        person = EncryptedPerson(world.synapse.url, account, tmp_path / f"store-{name}")
+        await person.start()
+        people.append(person)
+        return person
+
+    yield make
+    for person in people:
+        await person.close()

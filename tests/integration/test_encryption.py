@@ -7,39 +7,19 @@ in a temp dir: it decrypts the bot's replies as any member's client would.
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
-
-import pytest_asyncio
 
 from abusebot.matrix import API, q
 from abusebot.testing.e2e import EncryptedPerson
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import World, is_redaction_of
+from tests.integration.conftest import MakePerson
 from tests.integration.test_day_one import check_config
 from tests.integration.test_loop import wait_for_checkpoint, wait_until
 
 SPAM = {"protections": {"spam": {"banned_words": ["buy cheap pills"]}}}
 
-MakePerson = Callable[[World, str], Awaitable[EncryptedPerson]]
-
-
-@pytest_asyncio.fixture
-async def encrypted_person(tmp_path: Path) -> AsyncIterator[MakePerson]:
-    """A factory for encrypted users of a world (closed at the end)."""
-    people: list[EncryptedPerson] = []
-
-    async def make(world: World, name: str) -> EncryptedPerson:
-        account = world.synapse.register(f"{name}-{world.tag}")
-        person = EncryptedPerson(world.synapse.url, account, tmp_path / f"store-{name}")
-        await person.start()
-        people.append(person)
-        return person
-
-    yield make
-    for person in people:
-        await person.close()
 
 
 async def encrypted_world(
