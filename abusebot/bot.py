@@ -515,8 +515,8 @@ class Bot:
                 await self.crypto.maintain(self.hs.request, self.api.write)
             except Exception as err:
                 log.exception("key_maintenance_failed", error=repr(err))
-        for room_id in _mapping(rooms.get("invite")):
-            await self._on_invite(room_id)
+        for room_id, invited in _mapping(rooms.get("invite")).items():
+            await self._on_invite(room_id, _mapping(invited))
         for room_id, joined in _mapping(rooms.get("join")).items():
             if not isinstance(joined, Mapping):
                 continue
@@ -549,13 +549,25 @@ class Bot:
         """Run ``coro`` as part of the current batch (the checkpoint waits for it)."""
         self._batch_tasks.add(asyncio.create_task(coro))
 
-    async def _on_invite(self, room_id: str) -> None:
-        # Accept invites only to the rooms we are configured for; ignore every other invite.
+    async def _on_invite(self, room_id: str, invited: Mapping[str, Any]) -> None:
+        # Accept invites to the rooms we are configured for, and those a feature wants (a
+        # member's direct chat); ignore every other invite.
         if await self.policies.on_invite(room_id):
             return  # a watched list we could not join at start
         wanted = {*self.config.protected_rooms, *self._awaiting_invite}
         if room_id not in wanted and not self._relevant(room_id):
-            log.info("invite_ignored", room_id=room_id)
+            inviter, direct = self._invite_of(invited)
+            owner = self.host.invite_owner(room_id, inviter, direct) if inviter else None
+            if owner is None:
+                log.info("invite_ignored", room_id=room_id)
+                return
+            try:
+                await self._join_new(room_id, room_id)
+            except (MatrixError, HomeserverUnavailable) as err:
+                self._fresh.pop(room_id, None)
+                log.warning("invite_join_failed", room_id=room_id, error=str(err))
+                return
+            await owner.accepted(room_id, inviter)
             return
         banned = self.policies.is_room_banned(room_id)
         if banned is not None:
@@ -572,6 +584,18 @@ class Bot:
             self.store.protect(room_id)
             await self.host.room_added(room_id)
         log.info("accepted_invite", room_id=room_id)
+
+    def _invite_of(self, invited: Mapping[str, Any]) -> tuple[str, bool]:
+        """Who invited the bot, and whether as a direct chat (from the invite's stripped state)."""
+        for raw in _list(_mapping(invited.get("invite_state")).get("events")):
+            if (
+                isinstance(raw, Mapping)
+                and raw.get("type") == "m.room.member"
+                and raw.get("state_key") == self.hs.user_id
+                and isinstance(raw.get("sender"), str)
+            ):
+                return str(raw["sender"]), _mapping(raw.get("content")).get("is_direct") is True
+        return "", False
 
     async def _handle_room(self, room_id: str, joined: Mapping[str, Any], since: str | None) -> int:
         state = self.store.room(room_id)

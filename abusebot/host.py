@@ -75,6 +75,14 @@ class Feature:
     async def room_added(self, room_id: str) -> None:
         """A room became protected while running (joined late, upgraded, invited): its state is known."""
 
+    def wants_invite(self, room_id: str, inviter: str, direct: bool) -> bool:
+        """Whether the bot should accept an invite to a room it is not configured for (the
+        feature then owns it: :meth:`accepted` follows the join)."""
+        return False
+
+    async def accepted(self, room_id: str, inviter: str) -> None:
+        """The bot joined a room this feature wanted (:meth:`wants_invite`)."""
+
     def status(self) -> list[str]:
         """Lines for ``!mod status``."""
         return []
@@ -164,6 +172,16 @@ class Host:
                 await feature.room_added(room_id)
             except Exception as err:
                 log.exception("room_added_failed", feature=feature.name, room_id=room_id, error=repr(err))
+
+    def invite_owner(self, room_id: str, inviter: str, direct: bool) -> Feature | None:
+        """The first feature that wants an invite to an unconfigured room, if any."""
+        for feature in self.features.values():
+            try:
+                if feature.wants_invite(room_id, inviter, direct):
+                    return feature
+            except Exception as err:
+                log.exception("invite_check_failed", feature=feature.name, room_id=room_id, error=repr(err))
+        return None
 
     def wants(self, feature: Feature, event: Event, roles: Iterable[Role | str]) -> bool:
         """Whether ``feature`` handles ``event`` in a room of ``roles``."""

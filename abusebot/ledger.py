@@ -1072,6 +1072,13 @@ class Ledger:
                 (next_attempt_at, error[:500], int(alerted), job_id),
             )
 
+    # -- features' own tables ---------------------------------------------------------------------
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read from a feature's own tables (its writes use :meth:`transaction`)."""
+        async with self._db.execute(sql, tuple(args)) as cur:
+            return [tuple(row) for row in await cur.fetchall()]
+
     # -- encrypted events waiting for their key ---------------------------------------------------
 
     async def add_waiting(

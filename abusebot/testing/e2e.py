@@ -58,11 +58,15 @@ class EncryptedPerson:
         if self.client.should_query_keys:
             await self.client.keys_query()
 
-    async def create_room(self, *, name: str, invite: list[str], power: dict[str, int] | None = None) -> str:
-        """An encrypted, private room; ``power`` sets user levels."""
+    async def create_room(
+        self, *, name: str | None, invite: list[str], power: dict[str, int] | None = None, direct: bool = False
+    ) -> str:
+        """An encrypted, private room (``direct``: a direct chat, as Element opens one); ``power``
+        sets user levels."""
         reply = await self.client.room_create(
             name=name,
             invite=invite,
+            is_direct=direct,
             initial_state=[ENCRYPTION],
             power_level_override={"users": dict(power or {})},  # the creator has 100 (or more, in v12)
         )

@@ -216,3 +216,34 @@ async def test_after_kill_9_the_bot_reads_what_was_sent_while_it_was_down(
         assert "cross-signed" in status.body
     finally:
         await w.close()
+
+
+async def test_a_members_encrypted_direct_chat_gets_a_readable_answer(
+    synapse: SynapseServer, tmp_path: Path, encrypted_person: MakePerson
+) -> None:
+    """A member of the protected room opens an encrypted direct chat with the bot (as Element
+    does) and writes twice: one readable answer, saying what the bot does. A stranger's direct
+    chat invite is ignored."""
+    w, mod, _, room = await encrypted_world(synapse, tmp_path, encrypted_person)
+    try:
+        bot_id = w.bot_account.user_id
+        member = await encrypted_person(w, "member")
+        await mod.invite(room, member.user_id)
+        await member.join(room)
+        stranger = await encrypted_person(w, "stranger")
+        bot = await w.start_bot()
+        dm = await member.create_room(name=None, invite=[bot_id], direct=True)
+        cold = await stranger.create_room(name=None, invite=[bot_id], direct=True)
+        await wait_until(lambda: _true(bot.store.room(dm).membership(bot_id) == "join"), 20, "the bot in the DM")
+        await member.say(dm, "hello, who are you?")
+        await member.say(dm, "anyone there?")
+        answer = await member.wait_for_text(dm, lambda e: e.sender == bot_id, timeout=20)
+        assert answer.decrypted
+        assert "moderation bot" in answer.body
+        assert "do not pass messages on" in answer.body
+        await w.mod.poll(1000)
+        answers = [e for e in member.seen.get(dm, []) if getattr(e, "sender", None) == bot_id]
+        assert len(answers) == 1
+        assert bot.store.room(cold).membership(bot_id) != "join"
+    finally:
+        await w.close()
