@@ -561,29 +561,30 @@ class Bot:
             if owner is None:
                 log.info("invite_ignored", room_id=room_id)
                 return
-            try:
-                await self._join_new(room_id, room_id)
-            except (MatrixError, HomeserverUnavailable) as err:
-                self._fresh.pop(room_id, None)
-                log.warning("invite_join_failed", room_id=room_id, error=str(err))
-                return
-            await owner.accepted(room_id, inviter)
+            if await self._accept(room_id):
+                await owner.accepted(room_id, inviter)
             return
         banned = self.policies.is_room_banned(room_id)
         if banned is not None:
             log.warning("invite_refused", room_id=room_id, list=banned.list_room, entity=banned.entity)
             return
-        try:
-            await self._join_new(room_id, room_id)
-        except (MatrixError, HomeserverUnavailable) as err:
-            self._fresh.pop(room_id, None)
-            log.warning("invite_join_failed", room_id=room_id, error=str(err))
+        if not await self._accept(room_id):
             return
         self._awaiting_invite.discard(room_id)
         if room_id != self.store.management_id and not self.policies.is_list_room(room_id):
             self.store.protect(room_id)
             await self.host.room_added(room_id)
         log.info("accepted_invite", room_id=room_id)
+
+    async def _accept(self, room_id: str) -> bool:
+        """Join a room we were invited to; False (logged) when the join fails."""
+        try:
+            await self._join_new(room_id, room_id)
+        except (MatrixError, HomeserverUnavailable) as err:
+            self._fresh.pop(room_id, None)
+            log.warning("invite_join_failed", room_id=room_id, error=str(err))
+            return False
+        return True
 
     def _invite_of(self, invited: Mapping[str, Any]) -> tuple[str, bool]:
         """Who invited the bot, and whether as a direct chat (from the invite's stripped state)."""

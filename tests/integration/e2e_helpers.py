@@ -67,3 +67,14 @@ def waiting(world: Any) -> int:
     from tests.integration.test_loop import ledger_query
 
     return int(ledger_query(world, "SELECT COUNT(*) FROM waiting_for_keys")[0][0])
+
+
+def forged(session_id: str) -> dict[str, Any]:
+    """Megolm-shaped content naming a session nobody shared (never decryptable)."""
+    return {
+        "algorithm": "m.megolm.v1.aes-sha2",
+        "sender_key": "x" * 43,
+        "ciphertext": "c",
+        "session_id": session_id,
+        "device_id": "D",
+    }

@@ -10,10 +10,17 @@ from abusebot.matrix import API
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import is_redaction_of
 from tests.integration.conftest import MakePerson
-from tests.integration.e2e_helpers import encrypt, eventually, raw_of, send_encrypted, waiting, withheld_session
+from tests.integration.e2e_helpers import (
+    encrypt,
+    eventually,
+    forged,
+    raw_of,
+    send_encrypted,
+    waiting,
+    withheld_session,
+)
 from tests.integration.test_encryption import SPAM, encrypted_world
 
-MEGOLM = "m.megolm.v1.aes-sha2"
 FLOOD = {"protections": {"flood": {"max_messages": 3, "per_seconds": 60, "cross_room_max_messages": 50}}}
 
 
@@ -66,13 +73,7 @@ async def test_undecryptable_flood_is_counted(
                 await send_encrypted(
                     spammer,
                     room,
-                    {
-                        "algorithm": MEGOLM,
-                        "sender_key": "x" * 43,
-                        "ciphertext": "c",
-                        "session_id": f"f{n}",
-                        "device_id": "D",
-                    },
+                    forged(f"f{n}"),
                 )
             )
         await w.mod.wait_for(room, is_redaction_of(ids[-1]), timeout=20)
@@ -110,13 +111,7 @@ async def test_forged_sessions_are_bounded_and_key_requests_do_not_stall_moderat
             await send_encrypted(
                 spammer,
                 room,
-                {
-                    "algorithm": MEGOLM,
-                    "sender_key": "x" * 43,
-                    "ciphertext": "c",
-                    "session_id": f"forged-{i}-" + "S" * 200,
-                    "device_id": "D",
-                },
+                forged(f"forged-{i}-" + "S" * 200),
             )
         await eventually(lambda: bot.crypto.undecryptable >= n, 60, "all seen")
         started = time.monotonic()
@@ -160,13 +155,7 @@ async def test_a_burst_of_forged_sessions_delays_the_redaction_of_spam_sent_righ
             await send_encrypted(
                 spammer,
                 room,
-                {
-                    "algorithm": MEGOLM,
-                    "sender_key": "x" * 43,
-                    "ciphertext": "c",
-                    "session_id": f"burst-{i}",
-                    "device_id": "D",
-                },
+                forged(f"burst-{i}"),
             )
 
         for chunk in range(0, 300, 50):
