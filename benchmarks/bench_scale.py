@@ -37,6 +37,7 @@ from typing import Any
 import structlog
 
 from abusebot.matrix import API, Homeserver, iter_json_array, q
+from abusebot.testing.proxy import Proxy
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import World
 
@@ -263,45 +264,19 @@ async def memory_only(synapse: SynapseServer, base: Path, args: argparse.Namespa
     await world.close()
 
 
-class ListProxy:
+class ListProxy(Proxy):
     """Forwards every request to the homeserver, except that a read of ``room``'s state gets
     ``extra`` (a JSON array of rule events) added: what a homeserver holding that list would
     send, without writing 100,000 state events through Synapse (an hour)."""
 
     def __init__(self, upstream: str, room: str, extra: bytes) -> None:
-        self.upstream, self.room, self.extra = upstream, room, extra
-        self.url = ""
-        self._runner: Any = None
-        self._session: Any = None
+        super().__init__(upstream)
+        self.room, self.extra = room, extra
 
-    async def start(self) -> None:
-        import aiohttp
-        from aiohttp import web
-
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._forward)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
-
-    async def close(self) -> None:
-        await self._session.close()
-        await self._runner.cleanup()
-
-    async def _forward(self, request: Any) -> Any:
-        from aiohttp import web
-
-        headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type")}
-        async with self._session.request(
-            request.method, self.upstream + request.path_qs, data=await request.read(), headers=headers
-        ) as upstream:
-            body = await upstream.read()
-            if request.method == "GET" and request.path == f"{API}/rooms/{self.room}/state" and upstream.status == 200:
-                body = body.rstrip()[:-1] + b"," + self.extra.lstrip()[1:]
-            return web.Response(status=upstream.status, body=body, content_type=upstream.content_type)
+    async def after(self, request: Any, status: int, body: bytes) -> bytes:
+        if request.method == "GET" and request.path == f"{API}/rooms/{self.room}/state" and status == 200:
+            return body.rstrip()[:-1] + b"," + self.extra.lstrip()[1:]
+        return body
 
 
 def process_mb(pid: int) -> tuple[float, float]:

@@ -20,66 +20,42 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import aiohttp
 import pytest_asyncio
 from aiohttp import web
 
 from abusebot.actions import Actor, Scope
+from abusebot.testing.proxy import Proxy
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import World, is_redaction_of
 from tests.integration.test_loop import infractions_from, ledger_query, wait_for_checkpoint, wait_until
 
 
-class KillingProxy:
+class KillingProxy(Proxy):
     """Forwards HTTP to ``upstream``; after a matching request succeeds upstream, calls ``kill``
     (once) instead of answering. Requests matching ``hold`` wait for ``release`` first."""
 
     def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
+        super().__init__(upstream)
         self.trigger: Callable[[str, str], bool] | None = None
         self.hold: Callable[[str, str], bool] | None = None
         self.release = asyncio.Event()
         self.held = asyncio.Event()
         self.kill: Callable[[], None] = lambda: None
         self.fired = asyncio.Event()
-        self._session: aiohttp.ClientSession | None = None
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
-    async def start(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._forward)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _forward(self, request: web.Request) -> web.StreamResponse:
-        assert self._session is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type")}
+    async def before(self, request: web.Request) -> None:
         if self.hold is not None and self.hold(request.method, request.path):
             self.held.set()
             await self.release.wait()
-        async with self._session.request(
-            request.method, self.upstream + request.path_qs, data=await request.read(), headers=headers
-        ) as upstream:
-            body = await upstream.read()
-            trigger = self.trigger
-            if trigger is not None and upstream.status < 300 and trigger(request.method, request.path):
-                self.trigger = None
-                self.kill()
-                self.fired.set()
-                raise web.HTTPBadGateway()  # the bot is gone; nobody reads this
-            return web.Response(status=upstream.status, body=body, content_type=upstream.content_type)
+
+    async def after(self, request: web.Request, status: int, body: bytes) -> bytes:
+        trigger = self.trigger
+        if trigger is not None and status < 300 and trigger(request.method, request.path):
+            self.trigger = None
+            self.kill()
+            self.fired.set()
+            raise web.HTTPBadGateway()  # the bot is gone; nobody reads this
+        return body
 
 
 @pytest_asyncio.fixture
