@@ -70,6 +70,8 @@ class Crypto:
     def __init__(self, user_id: str, device_id: str, store_dir: Path) -> None:
         store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(store_dir, 0o700)
+        # nio's store creates its files with the process's umask: none of them is for others.
+        os.umask(os.umask(0o077) | 0o077)
         # The pickle key protects the sessions at rest only as well as the directory does: the
         # directory is the bot's alone (0700), as the session file and ledger are.
         store = SqliteStore(user_id, device_id, str(store_dir), pickle_key="", database_name="crypto.db")

@@ -83,10 +83,12 @@ def _prepare_data_dir(path: Path) -> list[str]:
         raise DataDirError(f"data_dir: cannot create {path}: {_describe(err)}") from err
     tightened = tighten([path], DIR_MODE)
     try:
-        files = [entry for entry in path.iterdir() if entry.is_file() and not entry.is_symlink()]
+        # The ledger and session file, and the key store's directory (``crypto/``) and files.
+        dirs = [entry for entry in path.iterdir() if entry.is_dir() and not entry.is_symlink()]
+        files = [entry for d in (path, *dirs) for entry in d.iterdir() if entry.is_file() and not entry.is_symlink()]
     except OSError as err:
         raise DataDirError(f"data_dir: cannot read {path}: {_describe(err)}") from err
-    tightened += tighten(files, FILE_MODE)
+    tightened += tighten(dirs, DIR_MODE) + tighten(files, FILE_MODE)
     probe = path / ".write-test"
     try:
         fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, FILE_MODE)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nio import AsyncClient, AsyncClientConfig, MegolmEvent, RoomMessageNotice, RoomMessageText
+from nio.exceptions import LocalProtocolError
 from nio.responses import RoomCreateResponse, RoomSendResponse
 
 from abusebot.testing.synapse import RegisteredUser
@@ -50,13 +51,22 @@ class EncryptedPerson:
         if self.client.should_upload_keys:
             await self.client.keys_upload()
         await self.client.sync(timeout=0, full_state=True)
-        self._task = asyncio.create_task(self.client.sync_forever(timeout=1000, full_state=True))
+        self._task = asyncio.create_task(self._sync_forever())
+
+    async def _sync_forever(self) -> None:
+        # nio's loop ends on its own races (a key query another call made first: "No key query
+        # required"); a test client must keep syncing all the same.
+        while True:
+            with contextlib.suppress(LocalProtocolError):
+                await self.client.sync_forever(timeout=1000, full_state=True)
+            await asyncio.sleep(0.1)
 
     async def settle(self) -> None:
         """One more sync round, so the rooms' members and devices are known before sending."""
         await self.client.sync(timeout=0)
         if self.client.should_query_keys:
-            await self.client.keys_query()
+            with contextlib.suppress(LocalProtocolError):  # the sync loop queried them first
+                await self.client.keys_query()
 
     async def create_room(
         self, *, name: str | None, invite: list[str], power: dict[str, int] | None = None, direct: bool = False

@@ -211,9 +211,13 @@ async def test_a_new_data_dir_and_every_ledger_file_are_private(synapse: Synapse
         await w.mod.wait_for_reply(w.management, event_id)
         data = tmp_path / "data"
         assert mode_of(data) == 0o700
-        files = {p.name: mode_of(p) for p in data.iterdir()}
-        assert {"ledger.sqlite3", "ledger.sqlite3-wal", "ledger.sqlite3-shm"} <= set(files), files
+        files = {p.name: mode_of(p) for p in data.iterdir() if p.is_file()}
+        assert {"ledger.sqlite3", "ledger.sqlite3-wal", "ledger.sqlite3-shm", "cross_signing.json"} <= set(files), files
         assert set(files.values()) == {0o600}, files
+        assert mode_of(data / "crypto") == 0o700  # the device's keys
+        keys = {p.name: mode_of(p) for p in (data / "crypto").iterdir()}
+        assert "crypto.db" in keys, keys
+        assert set(keys.values()) == {0o600}, keys
     finally:
         await w.close()
 
@@ -237,7 +241,8 @@ async def test_loose_modes_are_tightened_at_start_and_said_once(synapse: Synapse
             event_id = await w.mod.say(w.management, "!mod status")
             await w.mod.wait_for_reply(w.management, event_id)
         assert mode_of(data) == 0o700
-        assert {mode_of(p) for p in data.iterdir()} == {0o600}
+        assert {mode_of(p) for p in data.iterdir() if p.is_file()} == {0o600}
+        assert {mode_of(p) for p in data.iterdir() if p.is_dir()} == {0o700}
         tightened = [entry for entry in logs if entry.get("event") == "data_dir_made_private"]
         assert len(tightened) == 1, tightened
         assert any(str(ledger) in path for path in tightened[0]["paths"])

@@ -164,6 +164,17 @@ async def active_policy_bans(world: World, user_id: str) -> list[Any]:
     return [inf for inf in await world.bot.ledger.active(user_id, "ban") if inf.origin == "policy_list"]
 
 
+async def settled_policy_bans(world: World, user_id: str, timeout: float = 10) -> list[Any]:
+    """:func:`active_policy_bans` once there is one: a ban shows on the homeserver a moment
+    before its infraction is settled (active) in the ledger."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (found := await active_policy_bans(world, user_id)):
+        if asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    return found
+
+
 def acl_event(server: str) -> Callable[[Mapping[str, Any]], bool]:
     """Predicate: an ``m.room.server_acl`` event denying ``server``."""
 
@@ -225,7 +236,7 @@ async def test_matching_user_who_joins_later_is_banned_on_join(make_world: MakeW
 
     await late.join(w.protected[0])
     await wait_banned(w, late.user_id)
-    [infraction] = await active_policy_bans(w, late.user_id)
+    [infraction] = await settled_policy_bans(w, late.user_id)
     assert infraction.actor == lst
     assert "ban evader" in infraction.reason
 
