@@ -2,7 +2,8 @@
 encrypted), and the bot answers there.
 
 Only a member of a protected room or of the management room gets an answer: an invite from
-anyone else is ignored, so the bot cannot be pulled into thousands of rooms. A member has at
+anyone else is ignored, so the bot cannot be pulled into thousands of rooms; a room of more than
+the member and the bot, marked "direct", is left at once. A member has at
 most :data:`MAX_ROOMS_PER_USER` direct chats with it. The bot answers each member at most once
 per :data:`ANSWER_EVERY_S` (a member writing ten lines gets one answer, not ten), and says only
 what it does: it does not pass messages on to the moderators yet.
@@ -67,7 +68,14 @@ class DirectChats(Feature):
         return any(store.room(r).membership(inviter) == "join" for r in rooms if store.known(r))
 
     async def accepted(self, room_id: str, inviter: str) -> None:
-        """The bot joined the direct chat: remember it."""
+        """The bot joined the direct chat: remember it, unless it is a room of more people
+        marked "direct" (the bot leaves it: it answers one member in a room of two)."""
+        state = self.bot.store.room(room_id)
+        people = set(state.members("join")) | set(state.members("invite"))
+        if people - {inviter, self.bot.hs.user_id}:
+            log.info("direct_chat_refused", room_id=room_id, inviter=inviter, why="more than two people")
+            await self.bot.api.leave(room_id)
+            return
         async with self.bot.ledger.transaction() as db:
             await db.execute(
                 "INSERT OR REPLACE INTO direct_chats (room_id, user_id, joined_at) VALUES (?, ?, ?)",

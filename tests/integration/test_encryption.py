@@ -13,7 +13,7 @@ from typing import Any
 from abusebot.matrix import API, q
 from abusebot.testing.e2e import EncryptedPerson
 from abusebot.testing.synapse import SynapseServer
-from abusebot.testing.world import World, is_redaction_of
+from abusebot.testing.world import Person, World, is_redaction_of
 from tests.integration.conftest import MakePerson
 from tests.integration.test_day_one import check_config
 from tests.integration.test_loop import wait_for_checkpoint, wait_until
@@ -245,5 +245,16 @@ async def test_a_members_encrypted_direct_chat_gets_a_readable_answer(
         answers = [e for e in member.seen.get(dm, []) if getattr(e, "sender", None) == bot_id]
         assert len(answers) == 1
         assert bot.store.room(cold).membership(bot_id) != "join"
+
+        crowd = await member.create_room(name=None, invite=[bot_id, stranger.user_id], direct=True)
+        await stranger.join(crowd)
+        plain = Person(w.synapse.url, member.account)
+
+        async def left() -> bool:
+            return await plain.membership(crowd, bot_id) == "leave"
+
+        await wait_until(left, 20, "the bot leaving a 'direct' room of three")
+        assert crowd not in bot.host.features["direct_chats"].rooms
+        await plain.close()
     finally:
         await w.close()
