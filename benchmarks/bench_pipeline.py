@@ -238,6 +238,13 @@ async def main(count: int, rounds: int = 5) -> None:
             f"3. baseline, matrix-nio SyncResponse.from_dict on the same body (parse only, no protections),"
             f" median of {rounds} warm rounds: {n / nio_time:,.0f} events/s ({nio_time / n * 1e6:.1f} µs/event)"
         )
+        from benchmarks.bench_encrypted import decryption_cost
+
+        decrypt_us, parse_us = decryption_cost(2000, Path(tmp))
+        print(
+            f"4. an encrypted event: the bot's decryption + parse {decrypt_us:.1f} µs/event, against a plain"
+            f" event's parse {parse_us:.1f} µs (2,000 Megolm events of one real vodozemac session)"
+        )
         print(f"   ratio (warm medians): our whole path is {nio_time / ours:.1f}x faster than nio's parse alone")
         per_protection = dict.fromkeys(pipeline.instances, 0.0)
         sample = events[:20000]
