@@ -183,6 +183,12 @@ class Bot:
             version=__version__,
         )
 
+    async def joined(self) -> None:
+        """Return once the rooms of a first start are joined (at once when there were none)."""
+        if self._joiner is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.shield(self._joiner)
+
     @property
     def settled(self) -> bool:
         """True once the first sync is done and no configured room is still being joined."""

@@ -62,12 +62,15 @@ async def status_reply(world: World) -> str:
     return await world.mod.wait_for_reply(world.management, event_id, timeout=120)
 
 
-async def first_start(world: World) -> float:
-    """Seconds from creating the bot until it answers ``!mod status``."""
+async def first_start(world: World) -> tuple[float, float]:
+    """Seconds from creating the bot until it answers ``!mod status``, and until it has joined
+    every room (a first start joins them in the background, after its first sync)."""
     started = time.perf_counter()
-    await world.start_bot(timeout=600)
+    bot = await world.start_bot(timeout=600, settled=False)
     await status_reply(world)
-    return time.perf_counter() - started
+    answered = time.perf_counter() - started
+    await asyncio.wait_for(asyncio.shield(bot.joined()), 600)
+    return answered, time.perf_counter() - started
 
 
 async def ban_everywhere(world: World, target: Any, room: str | None = None) -> tuple[float, float]:
@@ -144,7 +147,7 @@ async def main(args: argparse.Namespace) -> None:
             return
         small = await World.create(synapse, base / "small", rooms=args.baseline_rooms, members=())
         await small.mod.start_watching()
-        small_s = await first_start(small)
+        small_s, _ = await first_start(small)
         await small.close()
 
         made = time.perf_counter()
@@ -168,7 +171,7 @@ async def main(args: argparse.Namespace) -> None:
         )
         await world.mod.start_watching()
         before = rss_mb()
-        big_s = await first_start(world)
+        big_s, joined_s = await first_start(world)
         print("\n(1) first start until !mod status answers")
         print(f"  {args.baseline_rooms:>5} rooms: {small_s:6.1f} s")
         print(
@@ -176,8 +179,8 @@ async def main(args: argparse.Namespace) -> None:
             f" {'met' if big_s <= 15 or args.rooms != 500 else 'NOT met'})"
         )
         print(
-            f"  baseline: another user joining the {args.rooms} rooms, 8 at a time: {joins_s:6.1f} s"
-            f" (the bot's start is {big_s / joins_s:.2f}x that)"
+            f"  every room joined after {joined_s:6.1f} s; baseline: another user joining the {args.rooms} rooms,"
+            f" 8 at a time: {joins_s:6.1f} s (the bot's joins took {joined_s / joins_s:.2f}x that)"
         )
         with_rooms = rss_mb()
 
@@ -219,8 +222,8 @@ async def main(args: argparse.Namespace) -> None:
         print(f"  + a list of {count:,} rules (loaded in {load_s:.1f} s): {after:.0f} MB, peak {peak_mb():.0f} MB")
         print(
             f"  the bot's share: {after - before:.0f} MB; {(after - with_rooms) * 1024 * 1024 / max(count, 1):.0f} B"
-            f" per rule; the whole process {after:.0f} MB; target ≤ 150 MB with 1,000 rooms and 100,000 rules:"
-            f" {'met' if after <= 150 else 'NOT met'} (at {args.rooms} rooms, {args.rules:,} rules)"
+            f" per rule; this whole process (the bot and the harness) {after:.0f} MB. The ≤ 150 MB target is for"
+            " the bot as its own process: measure it with --standalone --rooms 1000"
         )
         await world.close()
     finally:
@@ -234,7 +237,7 @@ async def memory_only(synapse: SynapseServer, base: Path, args: argparse.Namespa
     print(f"{args.rooms} rooms created in {time.perf_counter() - made:.0f} s")
     await world.mod.start_watching()
     before = rss_mb()
-    start_s = await first_start(world)
+    start_s, _ = await first_start(world)
     with_rooms = rss_mb()
     lst = await world.mod.create_room(name="Big list", public=True, extra_power={"events_default": 50})
     body = list_body(args.rules, base)
