@@ -318,7 +318,9 @@ class Bot:
             return event_type, content
         state = self.store.room(room_id)
         members = [*state.members("join"), *state.members("invite")]
-        encrypted = await self.crypto.encrypt(room_id, event_type, content, members, self.hs.request, self.api.write)
+        encrypted = await self.crypto.encrypt(
+            room_id, event_type, content, members, self.hs.request, self.api.write, state.content("m.room.encryption")
+        )
         return "m.room.encrypted", encrypted
 
     async def _join(self, room: str) -> str:

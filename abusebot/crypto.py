@@ -27,6 +27,7 @@ import json
 import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -267,12 +268,21 @@ class Crypto:
         self.olm.outbound_group_sessions.pop(room_id, None)
 
     async def encrypt(
-        self, room_id: str, event_type: str, content: Mapping[str, Any], members: Iterable[str], read: Call, write: Call
+        self,
+        room_id: str,
+        event_type: str,
+        content: Mapping[str, Any],
+        members: Iterable[str],
+        read: Call,
+        write: Call,
+        rotation: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """``m.room.encrypted`` content for ``content``, the room key shared first with every
-        device of ``members`` that lacks it."""
+        device of ``members`` that lacks it. ``rotation`` is the room's ``m.room.encryption``
+        content: its ``rotation_period_ms`` / ``rotation_period_msgs`` bound each room key."""
         lock = self._room_locks.setdefault(room_id, asyncio.Lock())
         async with lock:
+            self._rotate_as_asked(room_id, rotation or {})
             users = sorted(set(members) | {self.user_id})
             self.olm.update_tracked_users(RoomMembers(room_id, users))
             await self.maintain(read, write)
@@ -287,8 +297,21 @@ class Crypto:
                     devices += len(sharing_with)
                 # Shared with every device there is (none at all included).
                 self.olm.outbound_group_sessions[room_id].shared = True
+                self._rotate_as_asked(room_id, rotation or {})
                 log.info("room_key_shared", room_id=room_id, devices=devices)
             return dict(self.olm.group_encrypt(room_id, {"type": event_type, "content": dict(content)}))
+
+    def _rotate_as_asked(self, room_id: str, rotation: Mapping[str, Any]) -> None:
+        """Bound the room's current key by the room's own rotation settings (nio's defaults are
+        a week and 100 messages); a wrong type is ignored, never a crash."""
+        session = self.olm.outbound_group_sessions.get(room_id)
+        if session is None:
+            return
+        ms, msgs = rotation.get("rotation_period_ms"), rotation.get("rotation_period_msgs")
+        if isinstance(ms, int) and not isinstance(ms, bool) and 0 < ms < 10**12:
+            session.max_age = timedelta(milliseconds=ms)
+        if isinstance(msgs, int) and not isinstance(msgs, bool) and 0 < msgs < 10**9:
+            session.max_messages = msgs
 
     async def _claim(self, users: list[str], read: Call) -> None:
         missing = self.olm.get_missing_sessions(users)

@@ -169,3 +169,21 @@ def test_hostile_sync_crypto_sections_never_raise(crypto: Crypto) -> None:
         {"device_one_time_keys_count": {"signed_curve25519": "many"}},
     ):
         assert crypto.receive(response) == set()
+
+
+async def test_the_room_key_follows_the_rooms_rotation_settings(crypto: Crypto) -> None:
+    """``rotation_period_msgs: 2`` in ``m.room.encryption``: the third message gets a new room
+    key (nio's default would be 100); wrong types are ignored."""
+
+    async def no_call(method: str, path: str, body: Any) -> Any:
+        return {}
+
+    sessions = []
+    for n in range(3):
+        content = await crypto.encrypt(
+            ROOM, "m.room.message", {"body": str(n)}, [], no_call, no_call, {"rotation_period_msgs": 2}
+        )
+        sessions.append(content["session_id"])
+    assert sessions[0] == sessions[1] != sessions[2]
+    await crypto.encrypt(ROOM, "m.room.message", {}, [], no_call, no_call, {"rotation_period_ms": "soon"})
+    assert crypto.olm.outbound_group_sessions[ROOM].max_messages == 2  # unchanged by a wrong type
