@@ -1152,6 +1152,27 @@ class Moderation:
         await self.report(actor, line)
         return Outcome(True, line.plain, inf, line=line)
 
+    async def reach_room(self, room_id: str) -> int:
+        """A room protected while running (joined late, upgraded into, invited to): the bans in
+        force everywhere reach its members (joined, invited or knocking) — a ban typed while the
+        bot was still joining the room, a list's ban from before. Each is an intent of the ban's
+        own infraction (its lift unbans every room). Returns how many bans were made."""
+        state = self.store.room(room_id)
+        rows: list[IntentRow] = []
+        for user, membership in sorted(state.memberships().items()):
+            if membership not in ("join", "invite", "knock") or self.check(user, Scope.room(room_id)):
+                continue
+            for inf in await self.ledger.active(user, "ban"):
+                if inf.scope == ALL_ROOMS:
+                    ban = intent("ban", room_id, key=f"ban:{inf.id}:{room_id}", user=user, reason=inf.reason)
+                    rows += await self.ledger.add_intents([ban], infraction_id=inf.id)
+                    break
+        results = await self.outbox.run(rows)
+        made = sum(result.ok for result in results)
+        if rows:
+            log.info("bans_reach_room", room_id=room_id, bans=made, failed=len(rows) - made)
+        return made
+
     def rooms_of(self, inf: Infraction) -> list[str]:
         """The rooms an infraction's scope covers now."""
         return list(self.store.protected) if inf.scope == ALL_ROOMS else [inf.scope]

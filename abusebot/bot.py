@@ -425,7 +425,7 @@ class Bot:
                     self.store.protect(new)
                     self.store.joined(new)
                     joined.append(new)
-                    await self.host.room_added(new)
+                    await self._room_protected(new)
                 done = len(joined) + len(failed)
                 if done % 50 == 0 or done == len(todo):
                     log.info("joining_rooms", done=done, total=len(todo))
@@ -581,8 +581,17 @@ class Bot:
         self._awaiting_invite.discard(room_id)
         if room_id != self.store.management_id and not self.policies.is_list_room(room_id):
             self.store.protect(room_id)
-            await self.host.room_added(room_id)
+            await self._room_protected(room_id)
         log.info("accepted_invite", room_id=room_id)
+
+    async def _room_protected(self, room_id: str) -> None:
+        """A room became protected while running: bans in force everywhere reach it, then the
+        features hear of it. A failure is logged; it never stops the joins or the loop."""
+        try:
+            await self.moderation.reach_room(room_id)
+        except Exception as err:
+            log.exception("reach_room_failed", room_id=room_id, error=repr(err))
+        await self.host.room_added(room_id)
 
     async def _accept(self, room_id: str) -> bool:
         """Join a room we were invited to; False (logged) when the join fails."""
@@ -818,7 +827,7 @@ class Bot:
         else:
             self.store.unprotect(old)
             self.store.protect(replacement)
-            await self.host.room_added(replacement)
+            await self._room_protected(replacement)
         await self.ledger.audit(
             actor=event.sender,
             action="follow_upgrade",

@@ -395,29 +395,15 @@ class PolicyManager:
 
     async def apply_to_room(self, room_id: str) -> int:
         """A room protected while running (joined late, upgraded into, invited to): its members
-        meet every applied rule, and it gets the server ACL. Returns bans made."""
+        meet every applied rule, and it gets the server ACL. (Bans in force everywhere already
+        reach it through :meth:`Moderation.reach_room`.) Returns bans made."""
         banned = 0
         for user, membership in sorted(self.store.room(room_id).memberships().items()):
             if membership not in ACTIVE or self.moderation.check(user, Scope.room(room_id)):
                 continue
             rules = self.ban_rules("user", user)
-            if not rules:
-                continue
-            if not await self._already_banned(user):
+            if rules and not await self._already_banned(user):
                 banned += await self._ban(user, rules[0], f"{room_id}|{user}")
-                continue
-            # Banned everywhere before this room was protected: the ban reaches it now.
-            rule = rules[0]
-            outcome = await self.moderation.ban(
-                user,
-                f"{rule.reason or 'banned by policy list'} ({self.label(rule.list_room)})",
-                Actor(rule.list_room, "policy_list", f"{rule.event_id}|{room_id}"),
-                Scope.room(room_id),
-                rule=rule_ref(rule),
-                notify=False,
-                quiet=True,
-            )
-            banned += outcome.ok
         if banned:
             log.info("lists_applied_to_room", room_id=room_id, banned=banned)
         self._schedule_acl()

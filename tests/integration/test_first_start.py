@@ -155,3 +155,36 @@ async def test_a_room_joined_on_invite_meets_the_policy_lists(synapse: SynapseSe
 
 async def _true(value: Any) -> bool:
     return bool(value)
+
+
+async def test_a_ban_typed_while_a_room_is_being_joined_reaches_it_once_joined(
+    synapse: SynapseServer, tmp_path: Path, proxy: KillingProxy
+) -> None:
+    """``!mod ban`` while the bot is still joining one of two rooms bans in the room it is in;
+    once the other is joined, the same ban (same infraction) reaches the member there too."""
+    w = await World.create(synapse, tmp_path, rooms=2)
+    try:
+        slow = w.protected[1]
+        spammer = w.members["spammer"]
+        proxy.hold = lambda method, path: method == "POST" and "/join/" in path and slow in path.replace("%21", "!")
+        w.write_config({"homeserver": proxy.url})
+        await w.mod.start_watching()
+        bot = await w.start_bot(settled=False)
+        await asyncio.wait_for(proxy.held.wait(), 15)
+        await wait_until(lambda: _true(bot.store.protected == w.protected[:1]), 15, "the other room joined")
+        asked = await w.mod.say(w.management, f"!mod ban {spammer.user_id} spam")
+        reply = await w.mod.wait_for_reply(w.management, asked)
+        assert "Banned" in reply
+        assert await w.mod.membership(w.protected[0], spammer.user_id) == "ban"
+        assert await w.mod.membership(slow, spammer.user_id) == "join"
+
+        proxy.release.set()
+
+        async def banned_there() -> bool:
+            return await w.mod.membership(slow, spammer.user_id) == "ban"
+
+        await wait_until(banned_there, 20, "the ban reaching the room joined late")
+        [ban] = await bot.ledger.active(spammer.user_id, "ban")
+        assert ban.scope == "*"
+    finally:
+        await w.close()
