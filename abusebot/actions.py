@@ -1152,25 +1152,29 @@ class Moderation:
         await self.report(actor, line)
         return Outcome(True, line.plain, inf, line=line)
 
-    async def reach_room(self, room_id: str) -> int:
-        """A room protected while running (joined late, upgraded into, invited to): the bans in
-        force everywhere reach its members (joined, invited or knocking) — a ban typed while the
-        bot was still joining the room, a list's ban from before. Each is an intent of the ban's
-        own infraction (its lift unbans every room). Returns how many bans were made."""
-        state = self.store.room(room_id)
+    async def reach_rooms(self, rooms: Sequence[str]) -> int:
+        """Bans in force everywhere reach every member (joined, invited or knocking) of
+        ``rooms``: a room protected while running (joined late, upgraded into, invited to), and
+        at start every protected room (a crash may have come between a room's join and this). A
+        ban typed while the bot was still joining a room lands there so. Each is an intent of the
+        ban's own infraction (its lift unbans every room). Returns how many bans were made."""
+        present = {
+            room_id: [u for u, m in self.store.room(room_id).memberships().items() if m in ("join", "invite", "knock")]
+            for room_id in rooms
+        }
+        banned = await self.ledger.bans_everywhere(u for users in present.values() for u in users)
         rows: list[IntentRow] = []
-        for user, membership in sorted(state.memberships().items()):
-            if membership not in ("join", "invite", "knock") or self.check(user, Scope.room(room_id)):
-                continue
-            for inf in await self.ledger.active(user, "ban"):
-                if inf.scope == ALL_ROOMS:
-                    ban = intent("ban", room_id, key=f"ban:{inf.id}:{room_id}", user=user, reason=inf.reason)
-                    rows += await self.ledger.add_intents([ban], infraction_id=inf.id)
-                    break
+        for room_id, users in present.items():
+            for user in sorted(set(users) & banned.keys()):
+                if self.check(user, Scope.room(room_id)):
+                    continue
+                inf = banned[user]
+                ban = intent("ban", room_id, key=f"ban:{inf.id}:{room_id}", user=user, reason=inf.reason)
+                rows += await self.ledger.add_intents([ban], infraction_id=inf.id)
         results = await self.outbox.run(rows)
         made = sum(result.ok for result in results)
         if rows:
-            log.info("bans_reach_room", room_id=room_id, bans=made, failed=len(rows) - made)
+            log.info("bans_reach_rooms", rooms=len(rooms), bans=made, failed=len(rows) - made)
         return made
 
     def rooms_of(self, inf: Infraction) -> list[str]:

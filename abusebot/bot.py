@@ -164,6 +164,7 @@ class Bot:
         # After the management room is known (a resumed line posts there), before any new event:
         # what a crash left half done is finished first.
         resumed = await self.moderation.resume()
+        await self.moderation.reach_rooms(self.store.protected)
         await self.host.start()
         commands = await self.commands.resume()
         if resumed or commands:
@@ -341,7 +342,8 @@ class Bot:
             self._fresh[room_id] = int(time.time() * 1000)  # before the join: its first batch may come first
         joined = await self.api.join(room, priority)
         self.store.joined(joined)  # from here on actions reach it (its state comes with the join's sync)
-        self._fresh.setdefault(joined, int(time.time() * 1000))
+        if room_id is None:  # an alias: marked only now (the first batch may have been handled)
+            self._fresh.setdefault(joined, int(time.time() * 1000))
         for raw in await self._read_state(joined):
             if raw.get("type") == "m.room.member" and raw.get("state_key") == self.hs.user_id:
                 ts = raw.get("origin_server_ts")
@@ -502,6 +504,11 @@ class Bot:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
 
+    def _guarded(self, room_id: str) -> bool:
+        """The management room or a protected room: what a direct chat never becomes (a kick
+        and re-invite, or a tombstone, in a member's own room must not make it protected)."""
+        return room_id == self.store.management_id or self.store.is_protected(room_id)
+
     def _relevant(self, room_id: str) -> bool:
         return (
             room_id == self.store.management_id
@@ -538,7 +545,7 @@ class Bot:
                     handled += await self._dispatch_raw(room_id, raw, late=True)
             await self.ledger.forget_waiting(str(raw.get("event_id")) for _, raw in waiting)
         for room_id in _mapping(rooms.get("leave")):
-            if self._relevant(room_id):
+            if self._guarded(room_id):
                 text = f"⚠️ I am no longer in {self.store.label(room_id)} ({room_id}); I cannot protect it."
                 log.error("removed_from_room", room_id=room_id)
                 await self.moderation.post(Message(text, html.escape(text)))
@@ -563,7 +570,7 @@ class Bot:
         if await self.policies.on_invite(room_id):
             return  # a watched list we could not join at start
         wanted = {*self.config.protected_rooms, *self._awaiting_invite}
-        if room_id not in wanted and not self._relevant(room_id):
+        if room_id not in wanted and not self._guarded(room_id):
             inviter, direct = self._invite_of(invited)
             owner = self.host.invite_owner(room_id, inviter, direct) if inviter else None
             if owner is None:
@@ -588,7 +595,7 @@ class Bot:
         """A room became protected while running: bans in force everywhere reach it, then the
         features hear of it. A failure is logged; it never stops the joins or the loop."""
         try:
-            await self.moderation.reach_room(room_id)
+            await self.moderation.reach_rooms([room_id])
         except Exception as err:
             log.exception("reach_room_failed", room_id=room_id, error=repr(err))
         await self.host.room_added(room_id)
@@ -633,7 +640,11 @@ class Bot:
         if room_id in self._fresh or any(self._our_join(raw) for raw in events):
             # Our first batch of a room just joined (in this run, or before a crash that came
             # ahead of its checkpoint): what precedes our join is history.
-            events = self._live_events(room_id, joined, events)
+            events, found, since_join = self._live_events(room_id, joined, events)
+            if not found and timeline.get("limited") and since and isinstance(timeline.get("prev_batch"), str):
+                # Our join is older than a truncated timeline: what came between it and the
+                # timeline is live too (from our join on, or by time when the join is not there).
+                gap = self._after_join(await self._fetch_gap(room_id, str(timeline["prev_batch"]), since), since_join)
         elif timeline.get("limited") and since and isinstance(timeline.get("prev_batch"), str):
             gap = await self._fetch_gap(room_id, str(timeline["prev_batch"]), since)
         count = 0
@@ -726,12 +737,23 @@ class Bot:
         before = _mapping(_mapping(raw.get("unsigned")).get("prev_content")).get("membership")
         return before != "join"
 
-    def _live_events(self, room_id: str, joined: Mapping[str, Any], events: list[Any]) -> list[Any]:
-        """The events of a just-joined room's first timeline that came after our join. The ones
-        before it are applied as state where they are state, and not dispatched."""
+    def _after_join(self, events: list[Any], since_join: int) -> list[Any]:
+        """Of a gap's events (oldest first), those after our join (by position, else by time)."""
+        at = next((n for n in range(len(events) - 1, -1, -1) if self._our_join(events[n])), None)
+        if at is not None:
+            return events[at + 1 :]
+        return [raw for raw in events if isinstance(raw, Mapping) and _ts(raw) >= since_join]
+
+    def _live_events(
+        self, room_id: str, joined: Mapping[str, Any], events: list[Any]
+    ) -> tuple[list[Any], bool, int]:
+        """The events of a just-joined room's first timeline that came after our join, whether
+        our join was in it, and the time of our join (ms, as far as known). The ones before it
+        are applied as state where they are state, and not dispatched."""
         ours = self._our_join
         since = self._fresh.pop(room_id, 0)
         at = next((n for n in range(len(events) - 1, -1, -1) if ours(events[n])), None)
+        found = at is not None
         if at is None:
             # Our join is older than this timeline (it is in the state block, or we know its
             # time): the leading events from before it are still history.
@@ -748,7 +770,7 @@ class Bot:
                 state.apply(raw)
         if history:
             log.info("history_not_acted_on", room_id=room_id, events=len(history))
-        return events[at + 1 :]
+        return events[at + 1 :], found, since
 
     async def _fetch_gap(self, room_id: str, prev_batch: str, since: str) -> list[Any]:
         """Events between our last checkpoint and the start of a truncated timeline."""
@@ -807,7 +829,7 @@ class Bot:
         replacement = event.content.get("replacement_room")
         if not isinstance(replacement, str) or not replacement.startswith("!"):
             return
-        if not self._relevant(event.room_id) or not await self.moderation.mark_source(
+        if not self._guarded(event.room_id) or not await self.moderation.mark_source(
             _system_actor(event), "follow_upgrade"
         ):
             return

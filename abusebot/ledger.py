@@ -856,6 +856,19 @@ class Ledger:
             return await self._select("subject = ? AND state = 'active' ORDER BY id DESC", (subject,))
         return await self._select("subject = ? AND state = 'active' AND kind = ? ORDER BY id DESC", (subject, kind))
 
+    async def bans_everywhere(self, subjects: Iterable[str]) -> dict[str, Infraction]:
+        """Of ``subjects``, those with a ban in force in every protected room: subject → the
+        newest such ban (asked in chunks, so thousands of members cost a few queries)."""
+        found: dict[str, Infraction] = {}
+        people = sorted(set(subjects))
+        for start in range(0, len(people), 500):
+            chunk = people[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            where = f"state = 'active' AND kind = 'ban' AND scope = '*' AND subject IN ({marks}) ORDER BY id"
+            for inf in await self._select(where, chunk):
+                found[inf.subject] = inf
+        return found
+
     async def active_by_rule(self, origin: str, rule: str) -> list[Infraction]:
         """Active infractions made by ``origin`` because of ``rule`` (e.g. one policy-list rule)."""
         return await self._select("state = 'active' AND origin = ? AND rule = ? ORDER BY id", (origin, rule))

@@ -49,6 +49,8 @@ class DirectChats(Feature):
         #: room id → the member it is a direct chat with.
         self.rooms: dict[str, str] = {}
         self._answered: dict[str, float] = {}
+        #: member → "direct" rooms of more people they pulled the bot into (and it left).
+        self._refused: dict[str, int] = {}
 
     async def start(self) -> None:
         """Load the direct chats; rooms in it have the DIRECT role from now on."""
@@ -57,10 +59,15 @@ class DirectChats(Feature):
         self.bot.host.add_role(Role.DIRECT, self.rooms.__contains__)
 
     def wants_invite(self, room_id: str, inviter: str, direct: bool) -> bool:
-        """Whether to accept an invite: a direct chat from a member, within the limits."""
+        """Whether to accept an invite: a direct chat from a member, within the limits (rooms
+        the bot left as not direct count too, so crowds of three cannot pull it in without end);
+        the member's own chat again after a kick."""
+        if self.rooms.get(room_id) == inviter:
+            return True
         if not direct or room_id in self.rooms or len(self.rooms) >= MAX_ROOMS:
             return False
-        if sum(1 for user in self.rooms.values() if user == inviter) >= MAX_ROOMS_PER_USER:
+        tried = sum(1 for user in self.rooms.values() if user == inviter) + self._refused.get(inviter, 0)
+        if tried >= MAX_ROOMS_PER_USER:
             log.info("direct_chat_refused", inviter=inviter, why="too many direct chats")
             return False
         store = self.bot.store
@@ -73,6 +80,7 @@ class DirectChats(Feature):
         state = self.bot.store.room(room_id)
         people = set(state.members("join")) | set(state.members("invite"))
         if people - {inviter, self.bot.hs.user_id}:
+            self._refused[inviter] = self._refused.get(inviter, 0) + 1
             log.info("direct_chat_refused", room_id=room_id, inviter=inviter, why="more than two people")
             await self.bot.api.leave(room_id)
             return
