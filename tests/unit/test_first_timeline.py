@@ -32,6 +32,7 @@ def make_bot() -> tuple[Bot, list[str]]:
     bot = Bot(config)
     bot.hs = create_autospec(Homeserver, instance=True)
     bot.hs.user_id = BOT
+    bot.hs.messages.return_value = {"chunk": []}  # the gap behind a truncated timeline: empty here
     bot.store.protect(ROOM)
     dispatched: list[str] = []
 
@@ -101,6 +102,7 @@ async def test_when_our_join_is_in_the_state_block_its_time_separates_history() 
     await bot._handle_room(ROOM, joined(timeline, state=[our_join(300, before="invite")]), since="s1")
     assert dispatched == ["$m3"]
     assert ROOM not in bot._fresh  # only the first batch after the join is cut
+    bot.hs.messages.assert_called_once()  # our join is older than the timeline: the gap is filled
 
 
 async def test_a_room_marked_as_just_joined_without_its_join_in_sight_uses_the_time_of_the_join_request() -> None:
@@ -123,3 +125,13 @@ async def test_history_state_events_are_still_learnt() -> None:
     await bot._handle_room(ROOM, joined([message(1, 100), name, our_join(300, before="invite")]), since="s1")
     assert dispatched == []
     assert bot.store.label(ROOM) == "Renamed"
+
+
+async def test_the_gap_behind_a_truncated_first_timeline_is_live_from_our_join_on() -> None:
+    """Our join is in neither the timeline nor the state block, but in the gap behind a limited
+    timeline: the gap's events after it are dispatched, the ones before it are not."""
+    bot, dispatched = make_bot()
+    bot._fresh[ROOM] = 250
+    bot.hs.messages.return_value = {"chunk": [message(5, 320), our_join(300, before="invite"), message(4, 200)]}
+    await bot._handle_room(ROOM, joined([message(6, 400)]), since="s1")
+    assert dispatched == ["$m5", "$m6"]
