@@ -13,23 +13,20 @@ import pytest_asyncio
 from aiohttp import web
 
 from abusebot.events import Event
-from abusebot.testing.proxy import Proxy
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import World, body_contains
+from tests.integration.test_durable_actions import KillingProxy
 from tests.integration.test_loop import wait_until
 
 Pred = Callable[[str, str], bool]
 
 
-class GateProxy(Proxy):
-    """Requests matching a gate wait for that gate to open; ``kill`` after a matching success."""
+class GateProxy(KillingProxy):
+    """The killing proxy with named gates: requests matching a gate wait for it to open."""
 
     def __init__(self, upstream: str) -> None:
         super().__init__(upstream)
         self.gates: dict[str, tuple[Pred, asyncio.Event, asyncio.Event]] = {}
-        self.trigger: Pred | None = None
-        self.kill: Callable[[], None] = lambda: None
-        self.fired = asyncio.Event()
 
     def gate(self, name: str, pred: Pred) -> tuple[asyncio.Event, asyncio.Event]:
         opened, held = asyncio.Event(), asyncio.Event()
@@ -41,15 +38,7 @@ class GateProxy(Proxy):
             if not opened.is_set() and pred(request.method, request.path):
                 held.set()
                 await opened.wait()
-
-    async def after(self, request: web.Request, status: int, body: bytes) -> bytes:
-        trigger = self.trigger
-        if trigger is not None and status < 300 and trigger(request.method, request.path):
-            self.trigger = None
-            self.kill()
-            self.fired.set()
-            raise web.HTTPBadGateway()
-        return body
+        await super().before(request)
 
     def open_all(self) -> None:
         for _, opened, _ in self.gates.values():
@@ -117,35 +106,6 @@ async def test_spam_between_the_join_and_a_late_first_batch_is_all_seen(
         await asyncio.sleep(1)
         missed = [n for n, e in enumerate(sent) if e not in seen.ids]
         assert not missed, f"{len(missed)} live events after the bot's join never handled (first {missed[:3]})"
-    finally:
-        proxy.open_all()
-        await w.close()
-
-
-async def test_a_ban_typed_while_a_room_is_joined_reaches_it(
-    synapse: SynapseServer, tmp_path: Path, proxy: GateProxy
-) -> None:
-    """``!mod ban`` while a room is still being joined: the reply is not misleading, and the
-    ban reaches the room once joined."""
-    w = await World.create(synapse, tmp_path, rooms=2)
-    try:
-        slow = w.protected[1]
-        joining, joining_held = proxy.gate("join", join_of(slow))
-        w.write_config({"homeserver": proxy.url})
-        await w.mod.start_watching()
-        bot = await w.start_bot(settled=False)
-        await asyncio.wait_for(joining_held.wait(), 15)
-        spammer = w.members["spammer"]
-        asked = await w.mod.say(w.management, f"!mod ban {spammer.user_id} spam")
-        reply = await w.mod.wait_for_reply(w.management, asked)
-        print("BAN REPLY:", reply)
-        joining.set()
-        await wait_until(lambda: _true(bot.settled), 20, "settled")
-
-        async def banned() -> bool:
-            return await w.mod.membership(slow, spammer.user_id) == "ban"
-
-        await wait_until(banned, 15, "the ban reaching the room joined late")
     finally:
         proxy.open_all()
         await w.close()
