@@ -31,7 +31,7 @@ from abusebot.config import Config
 from abusebot.ledger import ALL_ROOMS, Infraction, IntentRow, Ledger, NewIntent, Recorded, now_ms
 from abusebot.matrix import Api, HomeserverUnavailable, MatrixError
 from abusebot.outbox import Outbox, Result, intent
-from abusebot.rooms import RoomStore
+from abusebot.rooms import ACTIVE, RoomStore
 from abusebot.safety import ACTION_POWERS, Staff, beyond_reach, can_command, cannot_act, refusal
 
 log = structlog.get_logger("abusebot.actions")
@@ -1159,7 +1159,7 @@ class Moderation:
         ban typed while the bot was still joining a room lands there so. Each is an intent of the
         ban's own infraction (its lift unbans every room). Returns how many bans were made."""
         present = {
-            room_id: [u for u, m in self.store.room(room_id).memberships().items() if m in ("join", "invite", "knock")]
+            room_id: [u for u, m in self.store.room(room_id).memberships().items() if m in ACTIVE]
             for room_id in rooms
         }
         banned = await self.ledger.bans_everywhere(u for users in present.values() for u in users)

@@ -424,8 +424,7 @@ class Bot:
                     failed.append(room)
                     log.error("cannot_join_protected_room", room=room, error=str(err), note="will join when invited")
                 else:
-                    self.store.protect(new)
-                    self.store.joined(new)
+                    self.store.protect(new)  # by id, when it was configured as an alias
                     joined.append(new)
                     await self._room_protected(new)
                 done = len(joined) + len(failed)
@@ -737,9 +736,13 @@ class Bot:
         before = _mapping(_mapping(raw.get("unsigned")).get("prev_content")).get("membership")
         return before != "join"
 
+    def _last_join(self, events: list[Any]) -> int | None:
+        """Where the bot's own (latest) join is in ``events``, if it is there."""
+        return next((n for n in range(len(events) - 1, -1, -1) if self._our_join(events[n])), None)
+
     def _after_join(self, events: list[Any], since_join: int) -> list[Any]:
         """Of a gap's events (oldest first), those after our join (by position, else by time)."""
-        at = next((n for n in range(len(events) - 1, -1, -1) if self._our_join(events[n])), None)
+        at = self._last_join(events)
         if at is not None:
             return events[at + 1 :]
         return [raw for raw in events if isinstance(raw, Mapping) and _ts(raw) >= since_join]
@@ -752,7 +755,7 @@ class Bot:
         are applied as state where they are state, and not dispatched."""
         ours = self._our_join
         since = self._fresh.pop(room_id, 0)
-        at = next((n for n in range(len(events) - 1, -1, -1) if ours(events[n])), None)
+        at = self._last_join(events)
         found = at is not None
         if at is None:
             # Our join is older than this timeline (it is in the state block, or we know its

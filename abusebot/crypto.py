@@ -21,7 +21,6 @@ counted by events, joins and lists need no content).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
@@ -40,8 +39,6 @@ from nio.store import SqliteStore
 
 log = structlog.get_logger("abusebot.crypto")
 
-#: Undecryptable events kept for a retry when their key arrives (the oldest go first).
-MAX_WAITING = 2000
 #: Sessions remembered as asked for; longer session ids are not asked for (nor kept) at all.
 MAX_REQUESTED = 10_000
 MAX_SESSION_ID = 128
@@ -86,9 +83,6 @@ class Crypto:
         self._requested: OrderedDict[str, None] = OrderedDict()
         self._room_locks: dict[str, asyncio.Lock] = {}
         self._keys_lock = asyncio.Lock()
-        for path in store_dir.iterdir():
-            with contextlib.suppress(OSError):
-                os.chmod(path, 0o600)
 
     @property
     def identity_keys(self) -> dict[str, str]:

@@ -1133,11 +1133,6 @@ class Ledger:
             async with self.transaction() as db:
                 await db.executemany("DELETE FROM waiting_for_keys WHERE event_id = ?", ids)
 
-    async def waiting_sessions(self) -> list[str]:
-        """Sessions some stored event waits for (to ask for their keys after a restart)."""
-        async with self._db.execute("SELECT DISTINCT session_id FROM waiting_for_keys") as cur:
-            return [str(row[0]) for row in await cur.fetchall()]
-
     async def waiting_count(self) -> int:
         """How many events wait for a key."""
         return int(await self._scalar("SELECT COUNT(*) FROM waiting_for_keys", ()) or 0)

@@ -19,6 +19,10 @@ KEPT_FIELDS = ("type", "state_key", "sender", "content", "event_id", "origin_ser
 POLICY_RULE_PREFIXES = ("m.policy.rule.", "m.room.rule.", "org.matrix.mjolnir.rule.")
 
 
+#: Memberships that put someone in a room's reach: a member, someone invited, someone knocking.
+ACTIVE = frozenset({"join", "invite", "knock"})
+
+
 class RoomState:
     """The current state events of one room, keyed by ``(type, state_key)``, with an index of
     memberships (so listing a room's members costs its members, not its whole state)."""

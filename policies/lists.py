@@ -34,7 +34,7 @@ from abusebot.events import Event
 from abusebot.ledger import Ledger
 from abusebot.matrix import HomeserverUnavailable, MatrixError
 from abusebot.outbox import intent as outbox_intent
-from abusebot.rooms import RoomStore
+from abusebot.rooms import ACTIVE, RoomStore
 from policies.glob import compile_glob, has_wildcards
 from policies.matcher import RuleIndex
 from policies.rules import Removed, Rule, parse_rule, policy_kind
@@ -51,8 +51,6 @@ PROGRESS_EVERY = 1000
 #: A rule that bans many: this many bans in flight at once, progress logged every so many.
 FAN_OUT_CONCURRENCY = 8
 PROGRESS_FAN_OUT = 100
-#: The memberships a list's ban rule applies to (a member, someone invited, someone knocking).
-ACTIVE = frozenset({"join", "invite", "knock"})
 
 
 @attrs.frozen
@@ -402,7 +400,7 @@ class PolicyManager:
             if membership not in ACTIVE or self.moderation.check(user, Scope.room(room_id)):
                 continue
             rules = self.ban_rules("user", user)
-            if rules and not await self._already_banned(user):
+            if rules:  # one already banned everywhere is left to Moderation.reach_rooms
                 banned += await self._ban(user, rules[0], f"{room_id}|{user}")
         if banned:
             log.info("lists_applied_to_room", room_id=room_id, banned=banned)
