@@ -85,6 +85,10 @@ class Actor:
     reply_is_audit: bool = False
     #: The room of the request's event (a command's reply goes there).
     room_id: str | None = None
+    #: The thread the command was typed in (a case's thread in the management room), if any.
+    thread: str | None = None
+    #: The command as typed, its line breaks kept (what a relayed reply says).
+    text: str | None = None
 
     @property
     def commander(self) -> str | None:
@@ -198,11 +202,35 @@ class Moderation:
         return self.send_intent(self.store.management_id, message, key=key, reply_to=reply_to)
 
     @staticmethod
-    def send_intent(room_id: str, message: Message, key: str | None = None, reply_to: str | None = None) -> NewIntent:
-        """The intent of sending ``message`` to ``room_id`` (as a reply to ``reply_to``)."""
-        content: dict[str, Any] = fit(message).content()
-        if reply_to is not None:
+    def send_intent(
+        room_id: str,
+        message: Message,
+        key: str | None = None,
+        reply_to: str | None = None,
+        thread: str | None = None,
+        mentions: Sequence[str] | None = None,
+        msgtype: str = "m.notice",
+        reinvite: str | None = None,
+    ) -> NewIntent:
+        """The intent of sending ``message`` to ``room_id`` (as a reply to ``reply_to``, in the
+        thread of ``thread``). ``mentions``: the users it notifies (``m.mentions``; none when
+        empty, so no word in a relayed text can ping the room); ``None`` leaves it to clients.
+        ``msgtype``: a notice by default (push rules never notify of one); ``m.text`` to notify.
+        ``reinvite``: a user invited back first when they left the room (an answer they wait for)."""
+        content: dict[str, Any] = fit(message).content(msgtype)
+        if thread is not None:
+            content["m.relates_to"] = {
+                "rel_type": "m.thread",
+                "event_id": thread,
+                "is_falling_back": reply_to is None,
+                "m.in_reply_to": {"event_id": reply_to or thread},
+            }
+        elif reply_to is not None:
             content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
+        if mentions is not None:
+            content["m.mentions"] = {"user_ids": sorted(set(mentions))} if mentions else {}
+        if reinvite is not None:
+            return intent("send", room_id, key=key, content=content, reinvite=reinvite)
         return intent("send", room_id, key=key, content=content)
 
     async def post(self, message: Message) -> None:
@@ -211,8 +239,11 @@ class Moderation:
         if not result.ok:
             log.error("management_post_failed", error=result.error)
 
-    def dm_intent(self, user_id: str, message: Message, key: str | None = None) -> NewIntent:
-        """The intent of telling ``user_id`` by direct message (the room made once)."""
+    def dm_intent(self, user_id: str, message: Message, key: str | None = None, reinvite: bool = False) -> NewIntent:
+        """The intent of telling ``user_id`` by direct message (the room made once; ``reinvite``:
+        invited back first when they left it — an answer they are waiting for)."""
+        if reinvite:
+            return intent("dm", "", key=key, user=user_id, content=message.content(), reinvite=True)
         return intent("dm", "", key=key, user=user_id, content=message.content())
 
     async def tell_user(self, user_id: str, message: Message) -> bool:
@@ -1126,7 +1157,7 @@ class Moderation:
             return Outcome(False, f"Infraction #{infraction_id} is already pardoned.")
         failed: dict[str, str] = {}
         if inf.state == "active" and inf.kind in ("ban", "mute"):
-            _, failed = await self.undo(inf)
+            _, failed = await self.undo(inf, reason=f"#{inf.id} pardoned")
         if failed:
             await self.ledger.audit(
                 actor=actor.name,
@@ -1159,8 +1190,7 @@ class Moderation:
         ban typed while the bot was still joining a room lands there so. Each is an intent of the
         ban's own infraction (its lift unbans every room). Returns how many bans were made."""
         present = {
-            room_id: [u for u, m in self.store.room(room_id).memberships().items() if m in ACTIVE]
-            for room_id in rooms
+            room_id: [u for u, m in self.store.room(room_id).memberships().items() if m in ACTIVE] for room_id in rooms
         }
         banned = await self.ledger.bans_everywhere(u for users in present.values() for u in users)
         rows: list[IntentRow] = []
@@ -1181,13 +1211,24 @@ class Moderation:
         """The rooms an infraction's scope covers now."""
         return list(self.store.protected) if inf.scope == ALL_ROOMS else [inf.scope]
 
-    async def undo(self, inf: Infraction) -> tuple[list[str], dict[str, str]]:
-        """Lift a ban or mute on the homeserver (no ledger change); returns (done, failed)."""
+    async def undo(self, inf: Infraction, reason: str | None = None) -> tuple[list[str], dict[str, str]]:
+        """Lift a ban or mute on the homeserver (no ledger change), except in the rooms another
+        sanction of the same kind in force still covers (a room's own ban outlives the lift of
+        a ban everywhere); returns (done, failed)."""
+        others = [other for other in await self.ledger.active(inf.subject, inf.kind) if other.id != inf.id]
+        if any(other.scope == ALL_ROOMS for other in others):
+            return [], {}
+        covered = {other.scope for other in others}
         if inf.kind == "mute":
-            return await self._restore_levels(inf.subject, dict(inf.undo))
+            undo = dict(inf.undo)
+            kept = {room: entry for room, entry in dict(undo.get("rooms", {})).items() if room not in covered}
+            return await self._restore_levels(inf.subject, {**undo, "rooms": kept})
         if inf.kind == "ban":
-            rooms = [r for r in self.rooms_of(inf) if await self._membership(r, inf.subject) == "ban"]
-            rows = [intent("unban", room, user=inf.subject, reason=f"#{inf.id} expired") for room in rooms]
+            rooms = [
+                r for r in self.rooms_of(inf) if r not in covered and await self._membership(r, inf.subject) == "ban"
+            ]
+            why = reason or f"#{inf.id} expired"
+            rows = [intent("unban", room, user=inf.subject, reason=why) for room in rooms]
             return self._settled(rows, await self.outbox.do_all(rows))
         return [], {}
 

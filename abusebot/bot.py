@@ -9,6 +9,7 @@ crash acts only where it had not acted yet.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
 import gc
@@ -51,6 +52,8 @@ JOIN_CONCURRENCY = 8
 #: Encrypted events kept for their keys (the oldest dropped first) and key requests under way.
 MAX_WAITING = 2000
 MAX_KEY_REQUESTS_IN_FLIGHT = 20
+#: Direct-chat invites from people the bot will not talk to, declined a minute (more are ignored).
+DECLINES_PER_MINUTE = 10
 #: A sender whose encrypted messages stay unreadable this often in this window: one alert.
 UNREADABLE_ALERT_AFTER = 3
 UNREADABLE_WINDOW_S = 3600.0
@@ -92,6 +95,9 @@ class Bot:
         #: Extra observers of every event after the features (tests and benchmarks use them).
         self.hooks: list[EventHook] = []
         self._awaiting_invite: set[str] = set()
+        self._declined: collections.deque[float] = collections.deque()
+        #: Rooms whose whole state was read in this run (the others know only what syncs said).
+        self._state_read: set[str] = set()
         #: Configured rooms the bot is not in yet (as configured, and their id when it resolves).
         self._to_join: list[tuple[str, str | None]] = []
         #: Rooms just joined → the time of our join (ms): their first batch's older events are history.
@@ -332,6 +338,7 @@ class Bot:
     async def _read_state(self, room_id: str) -> list[dict[str, Any]]:
         events = await self.hs.room_state(room_id)
         self.store.room(room_id).apply_all(events)
+        self._state_read.add(room_id)
         return events
 
     async def _join_new(self, room: str, room_id: str | None, priority: int = Priority.MEMBERSHIP) -> str:
@@ -573,7 +580,13 @@ class Bot:
             inviter, direct = self._invite_of(invited)
             owner = self.host.invite_owner(room_id, inviter, direct) if inviter else None
             if owner is None:
-                log.info("invite_ignored", room_id=room_id)
+                if direct and self._may_decline():
+                    # Declined, not left pending: the person sees the bot will not talk to them.
+                    # A few a minute: a flood of invites costs the homeserver nothing more.
+                    await self._quietly(self.api.leave(room_id))
+                    log.info("invite_declined", room_id=room_id, inviter=inviter)
+                else:
+                    log.info("invite_ignored", room_id=room_id)
                 return
             if await self._accept(room_id):
                 await owner.accepted(room_id, inviter)
@@ -589,6 +602,22 @@ class Bot:
             self.store.protect(room_id)
             await self._room_protected(room_id)
         log.info("accepted_invite", room_id=room_id)
+
+    async def ensure_state(self, room_id: str) -> None:
+        """Read ``room_id``'s whole state once in this run (a direct chat quiet since the start
+        is known only by what syncs said of it)."""
+        if room_id not in self._state_read:
+            await self._read_state(room_id)
+
+    def _may_decline(self) -> bool:
+        """At most :data:`DECLINES_PER_MINUTE` invites declined a minute."""
+        now = time.monotonic()
+        while self._declined and now - self._declined[0] > 60:
+            self._declined.popleft()
+        if len(self._declined) >= DECLINES_PER_MINUTE:
+            return False
+        self._declined.append(now)
+        return True
 
     async def _room_protected(self, room_id: str) -> None:
         """A room became protected while running: bans in force everywhere reach it, then the
@@ -622,6 +651,13 @@ class Bot:
         return "", False
 
     async def _handle_room(self, room_id: str, joined: Mapping[str, Any], since: str | None) -> int:
+        if room_id not in self._state_read and hasattr(self, "host") and Role.DIRECT in self.host.roles_of(room_id):
+            # A direct chat first heard of in this run (configured rooms and lists are read at
+            # start): its whole state first, or an encrypted one would be answered in the clear.
+            try:
+                await self._read_state(room_id)
+            except (MatrixError, HomeserverUnavailable) as err:
+                log.warning("room_state_unread", room_id=room_id, error=str(err))
         state = self.store.room(room_id)
         block = _list(_mapping(joined.get("state")).get("events"))
         state.apply_all(block)
@@ -723,7 +759,6 @@ class Bot:
         with contextlib.suppress(Exception):  # a key request is a courtesy; its failure changes nothing
             await write
 
-
     def _our_join(self, raw: Any) -> bool:
         """True for the event of the bot joining a room (not a profile change of a member)."""
         if not (
@@ -747,9 +782,7 @@ class Bot:
             return events[at + 1 :]
         return [raw for raw in events if isinstance(raw, Mapping) and _ts(raw) >= since_join]
 
-    def _live_events(
-        self, room_id: str, joined: Mapping[str, Any], events: list[Any]
-    ) -> tuple[list[Any], bool, int]:
+    def _live_events(self, room_id: str, joined: Mapping[str, Any], events: list[Any]) -> tuple[list[Any], bool, int]:
         """The events of a just-joined room's first timeline that came after our join, whether
         our join was in it, and the time of our join (ms, as far as known). The ones before it
         are applied as state where they are state, and not dispatched."""

@@ -25,9 +25,10 @@ from abusebot.actions import Actor, Moderation, Outcome, Scope
 from abusebot.audit import Message, bullet_list, history_message, room_pill, standing_line
 from abusebot.durations import EXAMPLES, DurationError, mentions_a_duration, take_duration
 from abusebot.escalation import Ladder
-from abusebot.events import Event, parse_event
+from abusebot.events import Event, parse_event, relation
 from abusebot.ledger import Job, now_ms
 from abusebot.matrix import HomeserverUnavailable, MatrixError
+from abusebot.outbox import intent
 from abusebot.pipeline import Pipeline
 from abusebot.rooms import RoomStore
 from abusebot.safety import can_command, room_problems
@@ -131,6 +132,18 @@ def command_text(event: Event) -> str | None:
         return None
     lines = [line for line in event.body.splitlines() if not line.startswith("> ")]
     return _clean(" ".join(lines))
+
+
+def command_lines(event: Event) -> str | None:
+    """The plain body of a command with its line breaks kept (reply quotes dropped, invisible
+    format characters removed): what a moderator's relayed answer says, as they wrote it."""
+    if event.body is None:
+        return None
+    lines = [line for line in event.body.splitlines() if not line.startswith("> ")]
+    text = "\n".join(lines).strip()
+    if not text.isascii():
+        text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cf")
+    return text
 
 
 def _clean(text: str) -> str:
@@ -514,6 +527,8 @@ class CommandHandler:
             bounded=not auth.management,
             reply_is_audit=auth.management,
             room_id=event.room_id,
+            thread=relation(event.content)[0],
+            text=command_lines(event),
         )
         started = time.perf_counter()
         try:
@@ -538,10 +553,17 @@ class CommandHandler:
         )
 
     async def reply(self, event: Event, message: Message) -> None:
-        """Reply to the command event (as a rich reply), cut to fit one event; one reply per
-        command, however often it is replayed, and the command claimed with it."""
+        """Reply to the command event (as a rich reply, in its thread when it was typed in one;
+        a :class:`Reaction` as a reaction), cut to fit one event; one reply per command, however
+        often it is replayed, and the command claimed with it."""
         m = self.moderation
-        reply = m.send_intent(event.room_id, message, key=f"reply:{event.event_id}", reply_to=event.event_id)
+        key = f"reply:{event.event_id}"
+        if isinstance(message, Reaction):
+            relates = {"rel_type": "m.annotation", "event_id": event.event_id, "key": message.plain}
+            reply = intent("send", event.room_id, key=key, event_type="m.reaction", content={"m.relates_to": relates})
+        else:
+            thread = relation(event.content)[0]
+            reply = m.send_intent(event.room_id, message, key=key, reply_to=event.event_id, thread=thread)
         result = await m.outbox.do(reply, claim=(event.event_id, "command"))
         if not result.ok:
             log.error("reply_failed", event_id=event.event_id, error=result.error)
@@ -602,7 +624,13 @@ class CommandHandler:
 
     async def _pardon(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
         assert parsed.infraction_id is not None
-        return _reply(await self.moderation.pardon(parsed.infraction_id, parsed.reason or "pardoned", actor))
+        outcome = await self.moderation.pardon(parsed.infraction_id, parsed.reason or "pardoned", actor)
+        inf = outcome.infraction
+        # A pardoned ban everywhere leaves our published list too: else our own list bans them again.
+        published = outcome.ok and inf is not None and inf.kind == "ban" and inf.scope == "*"
+        if published and self.policies is not None and inf is not None and await self.policies.unpublish(inf.subject):
+            outcome = _amend(outcome, "removed from our policy list")
+        return _reply(outcome)
 
     async def _note(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
         return _reply(await self.moderation.note(_the_user(parsed), parsed.reason, actor))
@@ -707,10 +735,13 @@ class CommandHandler:
         return "--list" in parsed.flags or parsed.duration_s is None
 
 
+class Reaction(Message):
+    """A command's answer given as a reaction to it (``plain`` is the key, e.g. ✅)."""
+
+
 def text_message(text: str) -> Message:
     """A plain line as a message (HTML-escaped)."""
     return Message(text, html.escape(text))
-
 
 
 def _reply(outcome: Outcome) -> Message:

@@ -293,7 +293,13 @@ class Crypto:
                 self.olm.outbound_group_sessions[room_id].shared = True
                 self._rotate_as_asked(room_id, rotation or {})
                 log.info("room_key_shared", room_id=room_id, devices=devices)
-            return dict(self.olm.group_encrypt(room_id, {"type": event_type, "content": dict(content)}))
+            encrypted = dict(self.olm.group_encrypt(room_id, {"type": event_type, "content": dict(content)}))
+            relates = content.get("m.relates_to")
+            if isinstance(relates, Mapping):
+                # Relations travel in the clear (the spec's rule): the homeserver groups a thread
+                # and clients place a reply or a reaction before they can decrypt it.
+                encrypted["m.relates_to"] = dict(relates)
+            return encrypted
 
     def _rotate_as_asked(self, room_id: str, rotation: Mapping[str, Any]) -> None:
         """Bound the room's current key by the room's own rotation settings (nio's defaults are

@@ -128,3 +128,21 @@ def parse_event(raw: Any, room_id: str) -> Event | None:
         malformed=tuple(malformed),
         raw=raw,
     )
+
+
+def relation(content: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """``(thread root, replied-to event)`` from ``m.relates_to``, read field by field (a wrong
+    type is no relation)."""
+    relates = content.get("m.relates_to")
+    if not isinstance(relates, Mapping):
+        return None, None
+    thread = relates.get("rel_type") == "m.thread"
+    root = relates.get("event_id") if thread else None
+    reply = relates.get("m.in_reply_to")
+    target = reply.get("event_id") if isinstance(reply, Mapping) else None
+    if thread and relates.get("is_falling_back") is True:
+        target = None  # a thread's fallback points at its latest message: no reply was made
+    return (
+        root if isinstance(root, str) and root.startswith("$") else None,
+        target if isinstance(target, str) and target.startswith("$") else None,
+    )

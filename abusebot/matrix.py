@@ -459,7 +459,8 @@ class Api:
     ) -> None:
         """Redact one event."""
         path = f"{API}/rooms/{q(room_id)}/redact/{q(event_id)}/{q(txn or txn_id('redact', event_id))}"
-        await self._write(priority, "PUT", path, {"reason": reason}, f"redact {event_id}")
+        body = {"reason": reason} if reason else {}  # no reason: nothing for the room to read
+        await self._write(priority, "PUT", path, body, f"redact {event_id}")
 
     async def put_state(
         self, room_id: str, event_type: str, state_key: str, content: Mapping[str, Any], priority: int = Priority.STATE
@@ -494,6 +495,11 @@ class Api:
         """Join a room by id or alias; returns the room id."""
         reply = await self._write(priority, "POST", f"{API}/join/{q(room)}", {}, f"join {room}")
         return str(reply.get("room_id", room))
+
+    async def invite(self, room_id: str, user_id: str) -> None:
+        """Invite someone (back) to a room."""
+        body = {"user_id": user_id}
+        await self._write(Priority.MEMBERSHIP, "POST", f"{API}/rooms/{q(room_id)}/invite", body, f"invite {room_id}")
 
     async def leave(self, room_id: str) -> None:
         """Leave (or decline an invite to) a room."""

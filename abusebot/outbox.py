@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -91,6 +91,9 @@ class Outbox:
         self._running: dict[int, asyncio.Future[Result]] = {}
         self.failed_count = 0
         self.done_count = 0
+        #: Told (user, room) when a notices room is made or found: the user's replies there are
+        #: read (ModMail, appeals), so the room must be known before they come.
+        self.dm_room_listeners: list[Callable[[str, str], None]] = []
 
     # -- recording and running ---------------------------------------------------------------------
 
@@ -169,6 +172,8 @@ class Outbox:
             )
             return Result(True)
         if row.kind == "send":
+            if isinstance(p.get("reinvite"), str):
+                await self._reinvite(row.room_id, str(p["reinvite"]))
             event_id = await self.api.send(
                 row.room_id,
                 dict(p["content"]),
@@ -326,6 +331,7 @@ class Outbox:
         user = str(row.payload["user"])
         async with self._dm_locks.setdefault(user, asyncio.Lock()):
             room_id = await self.ledger.dm_room(user)
+            known = room_id is not None
             if room_id is None and row.result.get("creating"):
                 room_id = await self._find_dm_room(user)  # a creation cut short by a crash
             if room_id is None:
@@ -334,10 +340,19 @@ class Outbox:
                     {"invite": [user], "is_direct": True, "preset": "trusted_private_chat", "name": DM_ROOM_NAME}
                 )
             await self.ledger.set_dm_room(user, room_id)
+            for listener in self.dm_room_listeners:
+                listener(user, room_id)
+            if known and row.payload.get("reinvite"):
+                await self._reinvite(room_id, user)  # they left it: what is sent must reach them
         event_id = await self.api.send(
             room_id, dict(row.payload["content"]), txn=txn_id(row.key), priority=row.priority
         )
         return Result(True, {"event_id": event_id, "room_id": room_id})
+
+    async def _reinvite(self, room_id: str, user: str) -> None:
+        """Invite ``user`` back to a room of theirs they left, so what is sent there reaches them."""
+        if await self._current_membership(room_id, user) in ("leave", None):
+            await self.api.invite(room_id, user)
 
     async def _find_dm_room(self, user: str) -> str | None:
         """The notices room the bot made for ``user`` before a crash, if the homeserver has one."""

@@ -209,11 +209,13 @@ class World:
         members: tuple[str, ...] = ("spammer",),
         config: Mapping[str, Any] | None = None,
         room_version: str | None = None,
+        bot_admin: bool = False,
     ) -> World:
-        """Build the world: users, rooms (bot at 100, moderator at 100), members joined."""
+        """Build the world: users, rooms (bot at 100, moderator at 100), members joined
+        (``bot_admin``: the bot's account is a Synapse admin, as for polling reports)."""
         base.mkdir(parents=True, exist_ok=True)
         world = cls(synapse, base)
-        world.bot_account = synapse.register(f"abusebot-{world.tag}")
+        world.bot_account = synapse.register(f"abusebot-{world.tag}", admin=bot_admin)
         bot_id = world.bot_account.user_id
         world.mod = world.person("mod")
         world.management = await world.mod.create_room(

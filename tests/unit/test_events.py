@@ -176,3 +176,16 @@ class TestRedactions:
         """A non-string redacts target is ignored."""
         event = parsed(raw(type="m.room.redaction", content={"redacts": value}))
         assert event.redacts is None
+
+
+def test_a_threads_falling_back_reply_is_no_reply() -> None:
+    """In a thread, clients point ``m.in_reply_to`` at the thread's latest message and mark it
+    ``is_falling_back``: that is the thread, not a reply (a ``!report`` there reports no one)."""
+    from abusebot.events import relation
+
+    thread = {"rel_type": "m.thread", "event_id": "$root", "is_falling_back": True, "m.in_reply_to": {"event_id": "$x"}}
+    assert relation({"m.relates_to": thread}) == ("$root", None)
+    assert relation({"m.relates_to": {**thread, "is_falling_back": False}}) == ("$root", "$x")
+    assert relation({"m.relates_to": {"m.in_reply_to": {"event_id": "$y"}}}) == (None, "$y")
+    assert relation({"m.relates_to": {"m.in_reply_to": {"event_id": 5}, "rel_type": "m.thread"}}) == (None, None)
+    assert relation({"m.relates_to": "nonsense"}) == (None, None)
