@@ -276,6 +276,8 @@ class Moderation:
             rules_url=self.config.rules_url,
             infraction_id=infraction_id,
             next_step=next_step,
+            appeal=self.config.modmail.enabled,
+            rules=self.config.rules,
         )
 
     async def _refused(self, action: str, subject: str, scope: Scope, actor: Actor) -> Outcome | None:

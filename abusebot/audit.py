@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 
+from abusebot.config import Rule
 from abusebot.durations import format_duration
 from abusebot.ledger import Infraction
 
@@ -144,8 +146,14 @@ def action_line(
 
 
 #: What an infraction's state means to a moderator reading the history.
-_STATE_WORDS = {"pending": "pending", "active": "in force", "expired": "expired", "lifted": "lifted",
-                "pardoned": "pardoned", "failed": "failed"}
+_STATE_WORDS = {
+    "pending": "pending",
+    "active": "in force",
+    "expired": "expired",
+    "lifted": "lifted",
+    "pardoned": "pardoned",
+    "failed": "failed",
+}
 
 
 def history_message(
@@ -243,8 +251,14 @@ def user_notice(
     rules_url: str | None,
     infraction_id: int | None,
     next_step: str | None = None,
+    appeal: bool = False,
+    rules: Sequence[Rule] = (),
 ) -> Message:
-    """A calm, polite message telling a user what happened, why, and what comes next."""
+    """A calm, polite message telling a user what happened, why, and what comes next.
+
+    ``appeal``: the bot reads appeals (ModMail is on), so a sanction's notice ends with how to
+    appeal it, its id included; otherwise it says whom to write to. ``rules``: the community's
+    rules; those the reason names ("rule 2") are cited with their title and link."""
     what = {
         "warning": f"This is a warning from the moderators of {where}.",
         "mute": f"You have been muted in {where}"
@@ -258,12 +272,14 @@ def user_notice(
     lines = ["Hello,", what]
     if reason:
         lines.append(f"Reason: {reason}")
+        lines.extend(rule.cite() for rule in cited_rules(reason, rules))
     if next_step:
         lines.append(next_step)
     elif kind == "warning":
         lines.append("Please take a moment to read the rules; a further violation may lead to a mute.")
-    if kind in ("warning", "mute", "ban", "kick"):
-        # Promise only what exists: nobody reads replies to these notices (yet), so say whom to ask.
+    sanction = kind in ("warning", "mute", "ban", "kick")
+    if sanction and not (appeal and infraction_id is not None):
+        # Promise only what exists: without ModMail nobody reads replies here, so say whom to ask.
         lines.append(
             f"If you believe this was a mistake, please write to one of the moderators of {where}; "
             "replies to this message are not read."
@@ -273,6 +289,10 @@ def user_notice(
     if infraction_id is not None:
         lines.append(f"(Reference: #{infraction_id})")
     lines.append("— the moderation team")
+    if sanction and appeal and infraction_id is not None:
+        lines.append(
+            f"If you believe this was a mistake, you may appeal: reply here with appeal #{infraction_id} <why>"
+        )
     plain = "\n".join(lines)
     html_lines = [html.escape(line) for line in lines]
     if rules_url:
@@ -283,6 +303,17 @@ def user_notice(
             for line in html_lines
         ]
     return Message(plain, "<br>".join(html_lines))
+
+
+_RULE_REF = re.compile(r"\brules?\s*#?\s*([A-Za-z0-9][\w.-]{0,19})", re.IGNORECASE)
+
+
+def cited_rules(text: str, rules: Sequence[Rule]) -> list[Rule]:
+    """The rules ``text`` names ("rule 2", "Rule #spam"), in the order of ``rules``."""
+    if not rules or not text:
+        return []
+    named = {match.group(1).lower().rstrip(".") for match in _RULE_REF.finditer(text[:2000])}
+    return [rule for rule in rules if rule.id.lower() in named]
 
 
 def ordinal(number: int) -> str:

@@ -43,6 +43,40 @@ class LoggingConfig:
 
 
 @attrs.frozen
+class Rule:
+    """One of the community's rules, cited in notices and case answers (``community.rules``)."""
+
+    id: str
+    title: str
+    url: str | None = None
+
+    def cite(self) -> str:
+        """``Rule 1 (Be respectful): https://…``."""
+        return f"Rule {self.id} ({self.title})" + (f": {self.url}" if self.url else "")
+
+
+@attrs.frozen
+class ModmailConfig:
+    """``community.modmail``: the private line from members to the moderators."""
+
+    enabled: bool = True
+    #: Relayed replies are signed "— the moderation team", never with a moderator's name.
+    anonymous_staff: bool = True
+    #: ``members`` (of a protected or the management room, incl. former and banned) or ``anyone``.
+    accept_from: str = "members"
+    max_open_cases: int = 3
+
+
+@attrs.frozen
+class ReportsConfig:
+    """``community.reports``: ``!report`` in the rooms, urgent mentions, the homeserver's reports."""
+
+    command: str = "!report"
+    urgent_mentions: tuple[str, ...] = ("@moderators",)
+    poll_homeserver_reports: bool = False
+
+
+@attrs.frozen
 class Config:
     """The whole validated configuration."""
 
@@ -63,6 +97,10 @@ class Config:
     #: How notices and replies name the community (``community.name``); ``None``: the first
     #: protected room's name.
     community_name: str | None = None
+    #: ``community.rules``, ``community.modmail``, ``community.reports``.
+    rules: tuple[Rule, ...] = ()
+    modmail: ModmailConfig = ModmailConfig()
+    reports: ReportsConfig = ReportsConfig()
     logging: LoggingConfig = LoggingConfig()
     protections: Mapping[str, Any] = attrs.field(factory=dict)
     rooms: Mapping[str, Any] = attrs.field(factory=dict)
@@ -181,18 +219,110 @@ _KNOWN_KEYS = frozenset(
 )
 
 
-def _community(value: Any, path: str) -> str | None:
-    section = _mapping(value, path)
+@attrs.frozen
+class _Community:
+    name: str | None = None
+    rules: tuple[Rule, ...] = ()
+    modmail: ModmailConfig = ModmailConfig()
+    reports: ReportsConfig = ReportsConfig()
+
+
+def _known(section: Mapping[str, Any], path: str, keys: tuple[str, ...]) -> None:
     for key in section:
-        if key != "name":
-            raise ConfigError(f"{path}.{key}", "the known key: name", key)
+        if key not in keys:
+            raise ConfigError(f"{path}.{key}", f"one of the known keys: {', '.join(keys)}", key)
+
+
+def _community(value: Any, path: str) -> _Community:
+    section = _mapping(value, path)
+    _known(section, path, ("name", "rules", "modmail", "reports"))
     name = section.get("name")
-    if name is None:
-        return None
-    text = _string(name, f"{path}.name", "the community's name (a string)")
-    if len(text) > 100:
-        raise ConfigError(f"{path}.name", "a name of at most 100 characters", text)
-    return text
+    text = None
+    if name is not None:
+        text = _string(name, f"{path}.name", "the community's name (a string)")
+        if len(text) > 100:
+            raise ConfigError(f"{path}.name", "a name of at most 100 characters", text)
+    return _Community(
+        name=text,
+        rules=_rules(section.get("rules"), f"{path}.rules"),
+        modmail=_modmail(section.get("modmail"), f"{path}.modmail"),
+        reports=_reports(section.get("reports"), f"{path}.reports"),
+    )
+
+
+def _rules(value: Any, path: str) -> tuple[Rule, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(path, 'a list of rules like {id: "1", title: "Be respectful", url: "https://…"}', value)
+    rules: list[Rule] = []
+    for i, item in enumerate(value):
+        where = f"{path}[{i}]"
+        entry = _mapping(item, where)
+        _known(entry, where, ("id", "title", "url"))
+        # `id: 1` (a YAML integer) is as good as `id: "1"`.
+        rule_id = _string(_require_at(entry, "id", where, 'the rule\'s id, like "1"'), f"{where}.id", "a short id")
+        if len(rule_id) > 20 or " " in rule_id:
+            raise ConfigError(f"{where}.id", 'a short id without spaces, like "1" or "spam"', rule_id)
+        title = _string(_require_at(entry, "title", where, "the rule's title"), f"{where}.title", "the rule's title")
+        url = entry.get("url")
+        if url is not None:
+            url = _string(url, f"{where}.url", "a URL")
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"{where}.url", "a URL starting with http:// or https://", url)
+        if any(rule.id.lower() == rule_id.lower() for rule in rules):
+            raise ConfigError(f"{where}.id", "an id no other rule has", rule_id)
+        rules.append(Rule(rule_id, title[:200], url))
+    return tuple(rules)
+
+
+def _require_at(data: Mapping[str, Any], key: str, path: str, expected: str) -> Any:
+    if data.get(key) is None:
+        raise ConfigError(f"{path}.{key}", expected, missing=True)
+    value = data[key]
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _modmail(value: Any, path: str) -> ModmailConfig:
+    if value is None:
+        return ModmailConfig()
+    section = _mapping(value, path)
+    _known(section, path, ("enabled", "anonymous_staff", "accept_from", "max_open_cases"))
+    accept = section.get("accept_from", "members")
+    if accept not in ("members", "anyone"):
+        raise ConfigError(f"{path}.accept_from", "members or anyone", accept)
+    return ModmailConfig(
+        enabled=_boolean(section.get("enabled", True), f"{path}.enabled"),
+        anonymous_staff=_boolean(section.get("anonymous_staff", True), f"{path}.anonymous_staff"),
+        accept_from=accept,
+        max_open_cases=_integer(section.get("max_open_cases", 3), f"{path}.max_open_cases", 1, 100),
+    )
+
+
+def _reports(value: Any, path: str) -> ReportsConfig:
+    if value is None:
+        return ReportsConfig()
+    section = _mapping(value, path)
+    _known(section, path, ("command", "urgent_mentions", "poll_homeserver_reports"))
+    command = _string(section.get("command", "!report"), f"{path}.command", "one word, like !report")
+    if len(command.split()) != 1 or len(command) > 30:
+        raise ConfigError(f"{path}.command", "one word without spaces, like !report", command)
+    mentions = section.get("urgent_mentions", ["@moderators"])
+    if not isinstance(mentions, list):
+        raise ConfigError(f"{path}.urgent_mentions", 'a list of words, like ["@moderators"]', mentions)
+    words: list[str] = []
+    for i, word in enumerate(mentions):
+        text = _string(word, f"{path}.urgent_mentions[{i}]", "a word, like @moderators")
+        if len(text) < 3 or len(text) > 50 or len(text.split()) != 1:
+            raise ConfigError(f"{path}.urgent_mentions[{i}]", "one word of 3 to 50 characters, like @moderators", text)
+        words.append(text)
+    return ReportsConfig(
+        command=command,
+        urgent_mentions=tuple(words),
+        poll_homeserver_reports=_boolean(
+            section.get("poll_homeserver_reports", False), f"{path}.poll_homeserver_reports"
+        ),
+    )
 
 
 def _logging(value: Any, path: str) -> LoggingConfig:
@@ -253,6 +383,9 @@ def parse_config(data: Any, base: Path | None = None, source: Path | None = None
     if len(prefix.split()) != 1:
         raise ConfigError("command_prefix", "one word without spaces, like !mod", prefix)
     rules_url = _optional(data, "rules_url", _string, None)
+    community = _optional(data, "community", _community, _Community())
+    if community.reports.command.lower() == prefix.lower():
+        raise ConfigError("community.reports.command", f"a word other than the command prefix {prefix}", prefix)
 
     return Config(
         homeserver=homeserver.rstrip("/"),
@@ -270,7 +403,10 @@ def parse_config(data: Any, base: Path | None = None, source: Path | None = None
         sync_timeout_ms=_optional(data, "sync_timeout_ms", lambda v, p: _integer(v, p, 1000, 120000), 30000),
         expiry_alert_after=_optional(data, "expiry_alert_after", lambda v, p: _integer(v, p, 1, 100), 3),
         logging=_optional(data, "logging", _logging, LoggingConfig()),
-        community_name=_optional(data, "community", _community, None),
+        community_name=community.name,
+        rules=community.rules,
+        modmail=community.modmail,
+        reports=community.reports,
         protections=_optional(data, "protections", _mapping, {}),
         rooms=_optional(data, "rooms", _mapping, {}),
         policy_lists=_optional(data, "policy_lists", _mapping, {}),
@@ -317,9 +453,7 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
         except TypeError:
             continue  # unhashable: the constructor below reports it
         if duplicate:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"the key {key!r} is given twice", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice", key_node.start_mark)
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 

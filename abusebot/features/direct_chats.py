@@ -1,12 +1,15 @@
-"""Direct chats with the bot: a member of the community may open one (Element opens them
-encrypted), and the bot answers there.
+"""Direct chats with the bot: the rooms where one person and the bot talk. Two kinds: a chat a
+member opens (Element opens them encrypted), and the room the bot made to send someone notices.
+Both have the ``DIRECT`` role; ModMail (:mod:`abusebot.features.cases`) reads them.
 
-Only a member of a protected room or of the management room gets an answer: an invite from
-anyone else is ignored, so the bot cannot be pulled into thousands of rooms; a room of more than
-the member and the bot, marked "direct", is left at once. A member has at
-most :data:`MAX_ROOMS_PER_USER` direct chats with it. The bot answers each member at most once
-per :data:`ANSWER_EVERY_S` (a member writing ten lines gets one answer, not ten), and says only
-what it does: it does not pass messages on to the moderators yet.
+Who may open one is ``community.modmail.accept_from``: ``members`` — of a protected room or of
+the management room, former and banned members included (a banned user appeals from here) — or
+``anyone``. Anyone else's direct invite is declined (by the bot, a few a minute), so the bot
+cannot be pulled into thousands of rooms; a room of more than the person and the bot, marked
+"direct", is left at once. A person has at most :data:`MAX_ROOMS_PER_USER` direct chats with it.
+
+With ModMail off, the bot answers each member at most once per :data:`ANSWER_EVERY_S` and says
+only what it does: it does not pass messages on to the moderators.
 """
 
 from __future__ import annotations
@@ -51,12 +54,33 @@ class DirectChats(Feature):
         self._answered: dict[str, float] = {}
         #: member → "direct" rooms of more people they pulled the bot into (and it left).
         self._refused: dict[str, int] = {}
+        #: room id → the user the bot made it for, to send them notices (their replies are read).
+        self.notice_rooms: dict[str, str] = {}
 
     async def start(self) -> None:
-        """Load the direct chats; rooms in it have the DIRECT role from now on."""
+        """Load the direct chats and the notices rooms; they have the DIRECT role from now on."""
         rows = await self.bot.ledger.fetch("SELECT room_id, user_id FROM direct_chats")
         self.rooms = {str(room): str(user) for room, user in rows}
-        self.bot.host.add_role(Role.DIRECT, self.rooms.__contains__)
+        rows = await self.bot.ledger.fetch("SELECT room_id, user_id FROM dm_rooms")
+        self.notice_rooms = {str(room): str(user) for room, user in rows}
+        self.bot.outbox.dm_room_listeners.append(self._notice_room)
+        self.bot.host.add_role(Role.DIRECT, lambda room: room in self.rooms or room in self.notice_rooms)
+
+    def _notice_room(self, user_id: str, room_id: str) -> None:
+        self.notice_rooms[room_id] = user_id
+
+    def user_of(self, room_id: str) -> str | None:
+        """The one person the bot talks to in ``room_id``, if it is a direct chat."""
+        return self.rooms.get(room_id) or self.notice_rooms.get(room_id)
+
+    def may_write(self, user_id: str) -> bool:
+        """Whether ``user_id`` may reach the moderators here (``accept_from``)."""
+        if self.bot.config.modmail.enabled and self.bot.config.modmail.accept_from == "anyone":
+            return True
+        store = self.bot.store
+        known = ("join", "leave", "ban") if self.bot.config.modmail.enabled else ("join",)
+        rooms = [store.management_id, *store.protected]
+        return any(store.room(r).membership(user_id) in known for r in rooms if store.known(r))
 
     def wants_invite(self, room_id: str, inviter: str, direct: bool) -> bool:
         """Whether to accept an invite: a direct chat from a member, within the limits (rooms
@@ -70,9 +94,7 @@ class DirectChats(Feature):
         if tried >= MAX_ROOMS_PER_USER:
             log.info("direct_chat_refused", inviter=inviter, why="too many direct chats")
             return False
-        store = self.bot.store
-        rooms = [store.management_id, *store.protected]
-        return any(store.room(r).membership(inviter) == "join" for r in rooms if store.known(r))
+        return self.may_write(inviter)
 
     async def accepted(self, room_id: str, inviter: str) -> None:
         """The bot joined the direct chat: remember it, unless it is a room of more people
@@ -93,7 +115,9 @@ class DirectChats(Feature):
         log.info("direct_chat_opened", room_id=room_id, user_id=inviter)
 
     async def handle(self, event: Event) -> None:
-        """A message from the member: answer, at most once per :data:`ANSWER_EVERY_S`."""
+        """With ModMail off, a message from the member: answer, at most once per :data:`ANSWER_EVERY_S`."""
+        if self.bot.config.modmail.enabled:
+            return  # ModMail reads it
         if self.rooms.get(event.room_id) != event.sender or not event.body:
             return
         now = time.monotonic()
@@ -113,7 +137,9 @@ class DirectChats(Feature):
 
     def status(self) -> list[str]:
         """One line: how many direct chats."""
-        return [f"Direct chats: {len(self.rooms)}"] if self.rooms else []
+        if not self.rooms and not self.notice_rooms:
+            return []
+        return [f"Direct chats: {len(self.rooms)} opened by members, {len(self.notice_rooms)} for notices"]
 
 
 @feature("direct_chats")

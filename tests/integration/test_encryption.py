@@ -21,7 +21,6 @@ from tests.integration.test_loop import wait_for_checkpoint, wait_until
 SPAM = {"protections": {"spam": {"banned_words": ["buy cheap pills"]}}}
 
 
-
 async def encrypted_world(
     synapse: SynapseServer, tmp_path: Path, make: MakePerson, config: dict[str, object] | None = None
 ) -> tuple[World, EncryptedPerson, str, str]:
@@ -218,13 +217,15 @@ async def test_after_kill_9_the_bot_reads_what_was_sent_while_it_was_down(
         await w.close()
 
 
-async def test_a_members_encrypted_direct_chat_gets_a_readable_answer(
+async def test_modmail_works_in_an_encrypted_direct_chat_and_an_encrypted_management_room(
     synapse: SynapseServer, tmp_path: Path, encrypted_person: MakePerson
 ) -> None:
     """A member of the protected room opens an encrypted direct chat with the bot (as Element
-    does) and writes twice: one readable answer, saying what the bot does. A stranger's direct
-    chat invite is ignored."""
-    w, mod, _, room = await encrypted_world(synapse, tmp_path, encrypted_person)
+    does) and writes: a readable ``case #N`` answer, the root (readable) in the encrypted
+    management room, the follow-up in its thread (the relation in the clear, as the spec asks),
+    and the moderator's ``!mod reply`` in the thread decrypted by the member. A stranger's
+    direct chat invite is declined; a "direct" room of three is left."""
+    w, mod, management, room = await encrypted_world(synapse, tmp_path, encrypted_person)
     try:
         bot_id = w.bot_account.user_id
         member = await encrypted_person(w, "member")
@@ -235,17 +236,34 @@ async def test_a_members_encrypted_direct_chat_gets_a_readable_answer(
         dm = await member.create_room(name=None, invite=[bot_id], direct=True)
         cold = await stranger.create_room(name=None, invite=[bot_id], direct=True)
         await wait_until(lambda: _true(bot.store.room(dm).membership(bot_id) == "join"), 20, "the bot in the DM")
-        await member.say(dm, "hello, who are you?")
-        await member.say(dm, "anyone there?")
-        answer = await member.wait_for_text(dm, lambda e: e.sender == bot_id, timeout=20)
+        await member.say(dm, "hello, someone is threatening me in private")
+        answer = await member.wait_for_text(dm, lambda e: e.sender == bot_id and "case #" in e.body, timeout=20)
         assert answer.decrypted
-        assert "moderation bot" in answer.body
-        assert "do not pass messages on" in answer.body
-        await w.mod.poll(1000)
-        answers = [e for e in member.seen.get(dm, []) if getattr(e, "sender", None) == bot_id]
-        assert len(answers) == 1
-        assert bot.store.room(cold).membership(bot_id) != "join"
+        number = answer.body.split("case #", 1)[1].split(".", 1)[0]
+        root = await mod.wait_for_text(
+            management, lambda e: e.sender == bot_id and f"case #{number}" in e.body and "threatening" in e.body
+        )
+        assert root.decrypted
+        await member.say(dm, "they wrote again just now")
+        follow = await mod.wait_for_text(management, lambda e: e.sender == bot_id and "wrote again" in e.body)
+        plain_mod = Person(w.synapse.url, mod.account)
+        wire = await plain_mod.call("GET", f"{API}/rooms/{q(management)}/event/{q(follow.event_id)}")
+        assert wire["type"] == "m.room.encrypted"
+        assert wire["content"]["m.relates_to"]["rel_type"] == "m.thread"  # in the clear
+        assert wire["content"]["m.relates_to"]["event_id"] == root.event_id
+        await plain_mod.close()
+        await mod.say(management, f"!mod reply {number} We are looking into it.")
+        relayed = await member.wait_for_text(dm, lambda e: e.sender == bot_id and "looking into it" in e.body)
+        assert relayed.decrypted
+        assert "— the moderation team" in relayed.body
 
+        plain_stranger = Person(w.synapse.url, stranger.account)
+
+        async def declined() -> bool:
+            return await plain_stranger.membership(cold, bot_id) == "leave"
+
+        await wait_until(declined, 20, "the stranger's invite declined")
+        await plain_stranger.close()
         crowd = await member.create_room(name=None, invite=[bot_id, stranger.user_id], direct=True)
         await stranger.join(crowd)
         plain = Person(w.synapse.url, member.account)
@@ -256,5 +274,14 @@ async def test_a_members_encrypted_direct_chat_gets_a_readable_answer(
         await wait_until(left, 20, "the bot leaving a 'direct' room of three")
         assert crowd not in bot.host.features["direct_chats"].rooms
         await plain.close()
+
+        # After a restart the bot knows the chat is encrypted before it answers there.
+        await w.stop_bot()
+        await w.start_bot()
+        await member.say(dm, "back again after your restart")
+        await mod.wait_for_text(management, lambda e: e.sender == bot_id and "back again" in e.body)
+        await mod.say(management, f"!mod reply {number} Still with you.")
+        again = await member.wait_for_text(dm, lambda e: e.sender == bot_id and "Still with you" in e.body)
+        assert again.decrypted, "answered in the clear in an encrypted chat"
     finally:
         await w.close()

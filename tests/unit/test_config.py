@@ -214,3 +214,35 @@ class TestCli:
         with pytest.raises(ConfigError) as info:
             load_config(path)
         assert info.value.path.endswith(", line 3")
+
+
+@pytest.mark.parametrize(
+    ("community", "path"),
+    [
+        ({"rules": [{"id": "1"}]}, "community.rules[0].title"),
+        ({"rules": [{"id": "1", "title": "a"}, {"id": 1, "title": "b"}]}, "community.rules[1].id"),
+        ({"rules": [{"id": "1", "title": "a", "url": "ftp://x"}]}, "community.rules[0].url"),
+        ({"modmail": {"accept_from": "friends"}}, "community.modmail.accept_from"),
+        ({"modmail": {"max_open_cases": 0}}, "community.modmail.max_open_cases"),
+        ({"modmail": {"anonymous_staff": "yes"}}, "community.modmail.anonymous_staff"),
+        ({"reports": {"command": "!mod"}}, "community.reports.command"),
+        ({"reports": {"urgent_mentions": "@moderators"}}, "community.reports.urgent_mentions"),
+        ({"reports": {"poll_homeserver_reports": 1}}, "community.reports.poll_homeserver_reports"),
+        ({"reports": {"colour": "red"}}, "community.reports.colour"),
+    ],
+)
+def test_bad_community_sections_name_the_key_path(community: dict[str, object], path: str) -> None:
+    """Every wrong ``community`` value is refused naming its key path."""
+    from abusebot.config import ConfigError, parse_config
+
+    base = {
+        "homeserver": "http://127.0.0.1:8008",
+        "user_id": "@bot:x",
+        "password": "p",
+        "data_dir": "/tmp/abusebot-test",
+        "management_room": "!m:x",
+        "protected_rooms": ["!p:x"],
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_config({**base, "community": community})
+    assert caught.value.path == path
