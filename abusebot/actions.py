@@ -28,7 +28,7 @@ import structlog
 
 from abusebot.audit import Message, action_line, fit, scope_label, user_notice
 from abusebot.config import Config
-from abusebot.ledger import ALL_ROOMS, Infraction, IntentRow, Ledger, NewIntent, Recorded, now_ms
+from abusebot.ledger import ALL_ROOMS, Infraction, IntentRow, Ledger, NewIntent, Recorded
 from abusebot.matrix import Api, HomeserverUnavailable, MatrixError
 from abusebot.outbox import Outbox, Result, intent
 from abusebot.rooms import ACTIVE, RoomStore
@@ -319,7 +319,7 @@ class Moderation:
             reason=reason,
             actor=actor.name,
             origin=actor.origin,
-            expires_at=now_ms() + duration_s * 1000 if duration_s else None,
+            lasts_ms=duration_s * 1000 if duration_s else None,
             rule=rule,
             level=level,
             source_event=actor.event_id,

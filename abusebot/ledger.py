@@ -586,6 +586,7 @@ class Ledger:
         origin: str,
         state: str = "pending",
         expires_at: int | None = None,
+        lasts_ms: int | None = None,
         rule: str | None = None,
         level: int | None = None,
         source_event: str | None = None,
@@ -605,6 +606,10 @@ class Ledger:
         if kind not in KINDS:
             raise LedgerError(f"unknown infraction kind {kind!r}")
         at = now_ms()
+        if lasts_ms is not None:
+            # From the time it is recorded at: its length reads as given ("for 1w"), however long
+            # the write waited for the lock.
+            expires_at = at + lasts_ms
         async with self.transaction() as db:
             if source_event is not None:
                 async with db.execute(

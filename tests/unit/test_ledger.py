@@ -482,3 +482,14 @@ class TestDurability:
             ) == (ALICE, "s42", True)
         finally:
             await ledger.close()
+
+
+async def test_a_length_given_runs_from_the_time_of_recording(ledger: Ledger) -> None:
+    """``lasts_ms``: the sanction ends exactly that long after it was recorded (a ban "for 1w"
+    reads "for 1w", however long the write waited), not after a clock read earlier."""
+    week = 7 * 86_400_000
+    inf = await ledger.add_infraction(
+        subject="@u:x", kind="ban", scope="*", reason="r", actor="@m:x", origin="command", lasts_ms=week
+    )
+    assert inf.expires_at is not None
+    assert inf.expires_at - inf.created_at == week
