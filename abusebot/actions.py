@@ -89,6 +89,8 @@ class Actor:
     thread: str | None = None
     #: The command as typed, its line breaks kept (what a relayed reply says).
     text: str | None = None
+    #: When the request was made (its event's server time, ms), if known.
+    at: int | None = None
 
     @property
     def commander(self) -> str | None:

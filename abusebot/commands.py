@@ -529,6 +529,7 @@ class CommandHandler:
             room_id=event.room_id,
             thread=relation(event.content)[0],
             text=command_lines(event),
+            at=event.origin_server_ts or None,
         )
         started = time.perf_counter()
         try:

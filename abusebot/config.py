@@ -77,6 +77,19 @@ class ReportsConfig:
 
 
 @attrs.frozen
+class VotesConfig:
+    """``votes``: the staff votes of the moderation policy (durations in seconds)."""
+
+    min_duration_s: int = 3600
+    max_duration_s: int = 48 * 3600
+    #: The length (and maximum) of a vote on rules or policies.
+    rules_duration_s: int = 7 * 86400
+    default_duration_s: int = 24 * 3600
+    #: Of the electorate; "no opinion" counts.
+    quorum: float = 0.6
+
+
+@attrs.frozen
 class Config:
     """The whole validated configuration."""
 
@@ -101,6 +114,7 @@ class Config:
     rules: tuple[Rule, ...] = ()
     modmail: ModmailConfig = ModmailConfig()
     reports: ReportsConfig = ReportsConfig()
+    votes: VotesConfig = VotesConfig()
     logging: LoggingConfig = LoggingConfig()
     protections: Mapping[str, Any] = attrs.field(factory=dict)
     rooms: Mapping[str, Any] = attrs.field(factory=dict)
@@ -212,6 +226,7 @@ _KNOWN_KEYS = frozenset(
         "expiry_alert_after",
         "logging",
         "community",
+        "votes",
         "protections",
         "rooms",
         "policy_lists",
@@ -325,6 +340,45 @@ def _reports(value: Any, path: str) -> ReportsConfig:
     )
 
 
+def _votes(value: Any, path: str) -> VotesConfig:
+    from abusebot.durations import DurationError, parse_duration
+
+    section = _mapping(value, path)
+    keys = ("min_duration", "max_duration", "rules_duration", "default_duration", "quorum")
+    _known(section, path, keys)
+    defaults = VotesConfig()
+    durations: dict[str, int] = {}
+    for key in keys[:4]:
+        raw = section.get(key)
+        if raw is None:
+            durations[key] = getattr(defaults, f"{key}_s")
+            continue
+        try:
+            durations[key] = parse_duration(str(raw)) if isinstance(raw, str) else -1
+        except DurationError:
+            durations[key] = -1
+        if durations[key] <= 0:
+            raise ConfigError(f"{path}.{key}", "a duration like 30m, 1h, 48h or 7d", raw)
+    if not durations["min_duration"] <= durations["default_duration"] <= durations["max_duration"]:
+        raise ConfigError(
+            f"{path}.default_duration", "a duration from min_duration to max_duration", section.get("default_duration")
+        )
+    if durations["rules_duration"] < durations["min_duration"]:
+        raise ConfigError(
+            f"{path}.rules_duration", "a duration no shorter than min_duration", section.get("rules_duration")
+        )
+    quorum = section.get("quorum", defaults.quorum)
+    if isinstance(quorum, bool) or not isinstance(quorum, (int, float)) or not 0 < quorum <= 1:
+        raise ConfigError(f"{path}.quorum", "a fraction of the electorate above 0 and at most 1, like 0.6", quorum)
+    return VotesConfig(
+        min_duration_s=durations["min_duration"],
+        max_duration_s=durations["max_duration"],
+        rules_duration_s=durations["rules_duration"],
+        default_duration_s=durations["default_duration"],
+        quorum=float(quorum),
+    )
+
+
 def _logging(value: Any, path: str) -> LoggingConfig:
     section = _mapping(value, path)
     for key in section:
@@ -403,6 +457,7 @@ def parse_config(data: Any, base: Path | None = None, source: Path | None = None
         sync_timeout_ms=_optional(data, "sync_timeout_ms", lambda v, p: _integer(v, p, 1000, 120000), 30000),
         expiry_alert_after=_optional(data, "expiry_alert_after", lambda v, p: _integer(v, p, 1, 100), 3),
         logging=_optional(data, "logging", _logging, LoggingConfig()),
+        votes=_optional(data, "votes", _votes, VotesConfig()),
         community_name=community.name,
         rules=community.rules,
         modmail=community.modmail,
