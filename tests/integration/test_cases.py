@@ -31,6 +31,18 @@ async def open_dm(person: Person, bot_id: str) -> str:
     return room
 
 
+async def start_case(member: Person, bot_id: str, text: str) -> tuple[str, str]:
+    """``member`` opens a direct chat with the bot and writes ``text``: (the chat, the case
+    number of the bot's ``case #N`` answer)."""
+    dm = await open_dm(member, bot_id)
+    await member.start_watching()
+    await member.say(dm, text)
+    ack = await member.wait_for(dm, from_bot(bot_id, "case #"), timeout=20)
+    found = CASE.search(ack["content"]["body"])
+    assert found is not None
+    return dm, found.group(1)
+
+
 def from_bot(bot_id: str, *fragments: str) -> Any:
     """Predicate: a message of the bot containing every fragment."""
     contains = body_contains(*fragments)
@@ -85,11 +97,7 @@ async def test_modmail_opens_a_case_threads_follow_ups_and_relays_the_moderators
         bot_id = w.bot_account.user_id
         member = w.members["member"]
         await w.start_bot()
-        dm = await open_dm(member, bot_id)
-        await member.start_watching()
-        await member.say(dm, "Someone keeps sending me rude DMs after the meetup")
-        ack = await member.wait_for(dm, from_bot(bot_id, "case #"), timeout=20)
-        number = CASE.search(ack["content"]["body"]).group(1)  # type: ignore[union-attr]
+        dm, number = await start_case(member, bot_id, "Someone keeps sending me rude DMs after the meetup")
         root = await w.mod.wait_for(
             w.management, from_bot(bot_id, f"case #{number}", member.user_id, "rude DMs after the meetup"), timeout=20
         )
@@ -399,11 +407,7 @@ async def test_case_commands_show_close_link_name_and_block(synapse: SynapseServ
         bot_id, room = w.bot_account.user_id, w.protected[0]
         member, other = w.members["member"], w.members["other"]
         await w.start_bot()
-        dm = await open_dm(member, bot_id)
-        await member.start_watching()
-        await member.say(dm, f"{other.user_id} is harassing me")
-        ack = await member.wait_for(dm, from_bot(bot_id, "case #"), timeout=20)
-        number = CASE.search(ack["content"]["body"]).group(1)  # type: ignore[union-attr]
+        dm, number = await start_case(member, bot_id, f"{other.user_id} is harassing me")
         root = await w.mod.wait_for(w.management, from_bot(bot_id, f"case #{number}"), timeout=20)
         warn = await say_in_thread(w.mod, w.management, root["event_id"], f"!mod warn {other.user_id} harassment")
         await w.mod.wait_for_reply(w.management, warn, timeout=30)
@@ -467,11 +471,7 @@ async def test_named_replies_limits_and_who_may_write(synapse: SynapseServer, tm
         bot_id = w.bot_account.user_id
         member = w.members["member"]
         await w.start_bot()
-        dm = await open_dm(member, bot_id)
-        await member.start_watching()
-        await member.say(dm, "first case")
-        ack = await member.wait_for(dm, from_bot(bot_id, "case #"), timeout=20)
-        number = CASE.search(ack["content"]["body"]).group(1)  # type: ignore[union-attr]
+        dm, number = await start_case(member, bot_id, "first case")
         await w.mod.say(w.management, f"!mod reply {number} hello from a named moderator")
         signed = await member.wait_for(dm, from_bot(bot_id, "hello from a named moderator"), timeout=20)
         assert w.mod.user_id in signed["content"]["body"]

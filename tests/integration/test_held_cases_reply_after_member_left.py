@@ -12,8 +12,8 @@ from pathlib import Path
 from abusebot.matrix import API, q
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import World, replies_to
-from tests.integration.cases_helpers import CASE, from_bot, history, open_dm
-from tests.integration.test_cases import reaction_to
+from tests.integration.cases_helpers import history
+from tests.integration.test_cases import reaction_to, start_case
 
 
 async def test_an_answer_to_a_member_who_left_the_chat_reaches_them_or_is_not_confirmed(
@@ -25,11 +25,7 @@ async def test_an_answer_to_a_member_who_left_the_chat_reaches_them_or_is_not_co
         member = w.members["member"]
         await w.mod.start_watching()
         await w.start_bot()
-        dm = await open_dm(member, bot_id)
-        await member.start_watching()
-        await member.say(dm, "someone is harassing me, please help")
-        ack = await member.wait_for(dm, from_bot(bot_id, "case #"), timeout=20)
-        number = CASE.search(ack["content"]["body"]).group(1)  # type: ignore[union-attr]
+        dm, number = await start_case(member, bot_id, "someone is harassing me, please help")
         await member.call("POST", f"{API}/rooms/{q(dm)}/leave", {})
         await asyncio.sleep(2)
 
