@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from abusebot.matrix import API, q
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import Person, World
 from tests.integration.test_loop import ledger_query
@@ -209,5 +210,44 @@ async def test_vote_lengths_follow_the_policy(synapse: SynapseServer, tmp_path: 
         assert f"vote #{number} (rules)" in await w.mod.wait_for_reply(w.management, listing, timeout=20)
         show = await w.mod.say(w.management, f"!mod vote {number}")
         assert "2 of 2 electors have not voted" in await w.mod.wait_for_reply(w.management, show, timeout=20)
+    finally:
+        await w.close()
+
+
+async def test_a_vote_in_an_encrypted_management_room(
+    synapse: SynapseServer, tmp_path: Path, encrypted_person: Any
+) -> None:
+    """Element makes a private room encrypted: the poll goes out encrypted, an encrypted poll
+    answer is a ballot, and the result is readable to the moderators' clients."""
+    from nio import RoomSendResponse
+
+    from tests.integration.test_encryption import encrypted_world
+
+    w, mod, management, _ = await encrypted_world(synapse, tmp_path, encrypted_person, VOTES)
+    try:
+        bot_id = w.bot_account.user_id
+        await w.start_bot()
+        await mod.say(management, "!mod vote open --duration 20s Encrypted?")
+        await mod.wait_for_text(management, lambda e: e.sender == bot_id and "is open until" in e.body, timeout=20)
+        [(number, poll)] = ledger_query(w, "SELECT id, poll_event FROM votes")
+        plain = Person(w.synapse.url, mod.account)
+        wire = await plain.call("GET", f"{API}/rooms/{q(management)}/event/{q(poll)}")
+        assert wire["type"] == "m.room.encrypted"
+        await plain.close()
+        reply = await mod.client.room_send(
+            management,
+            "org.matrix.msc3381.poll.response",
+            {
+                "m.relates_to": {"rel_type": "m.reference", "event_id": poll},
+                "org.matrix.msc3381.poll.response": {"answers": ["yes"]},
+            },
+            ignore_unverified_devices=True,
+        )
+        assert isinstance(reply, RoomSendResponse), reply
+        line = await mod.wait_for_text(
+            management, lambda e: e.sender == bot_id and f"vote #{number} passed" in e.body, timeout=30
+        )
+        assert line.decrypted
+        assert "1 yes, 0 no, 0 no opinion; 1 of 1 electors voted" in line.body
     finally:
         await w.close()
