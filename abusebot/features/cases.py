@@ -125,6 +125,8 @@ class CasesFeature(Feature):
         self._poller: asyncio.Task[None] | None = None
         self._open: dict[str, int] = {}
         self._poll_problem: str | None = None
+        #: (lower-cased words to look for in a body, the bot's id as a pill may write it).
+        self._needles: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -185,23 +187,26 @@ class CasesFeature(Feature):
         self.bot.spawn(run())
 
     def _may_concern_us(self, event: Event) -> bool:
-        """A cheap look before the real parse: a ``!report``, a mention word, or the bot named."""
+        """A cheap look before the real parse (it runs on every message of every protected room):
+        a ``!report``, a mention word, or the bot named."""
         body = event.body
         if not body or event.sender == self.bot.hs.user_id:
             return False
+        if self._needles is None:
+            bot_id = self.bot.hs.user_id
+            reports = self.config.reports
+            words = (reports.command, *reports.urgent_mentions, bot_id[1:].split(":", 1)[0])
+            self._needles = (tuple(word.lower() for word in words), (bot_id, q(bot_id)))
+        words, pills = self._needles
         lowered = body[:5000].lower()
-        reports = self.config.reports
-        if reports.command.lower() in lowered:
+        if any(word in lowered for word in words):
             return True
-        if any(word.lower() in lowered for word in reports.urgent_mentions):
-            return True
-        bot_id = self.bot.hs.user_id
-        localpart = bot_id[1:].split(":", 1)[0].lower()
-        if localpart in lowered or bot_id in (event.formatted_body or "") or q(bot_id) in (event.formatted_body or ""):
+        formatted = event.formatted_body
+        if formatted and any(pill in formatted for pill in pills):
             return True
         mentions = event.content.get("m.mentions")
         users = mentions.get("user_ids") if isinstance(mentions, Mapping) else None
-        return isinstance(users, list) and bot_id in users
+        return isinstance(users, list) and self.bot.hs.user_id in users
 
     # -- sending -------------------------------------------------------------------------------
 
