@@ -285,3 +285,39 @@ async def test_modmail_works_in_an_encrypted_direct_chat_and_an_encrypted_manage
         assert again.decrypted, "answered in the clear in an encrypted chat"
     finally:
         await w.close()
+
+
+async def test_a_report_in_an_encrypted_room_quotes_the_decrypted_message(
+    synapse: SynapseServer, tmp_path: Path, encrypted_person: MakePerson
+) -> None:
+    """``!report`` (encrypted) replying to an encrypted message: the line is redacted, and the
+    case's root in the encrypted management room quotes the reported message as decrypted."""
+    from nio import RoomSendResponse
+
+    w, mod, management, room = await encrypted_world(synapse, tmp_path, encrypted_person)
+    try:
+        bot_id = w.bot_account.user_id
+        spammer = await encrypted_person(w, "espammer")
+        reporter = await encrypted_person(w, "ereporter")
+        for person in (spammer, reporter):
+            await mod.invite(room, person.user_id)
+            await person.join(room)
+        await w.start_bot()
+        bad = await spammer.say(room, "secret insult only members can read")
+        await reporter.settle()
+        reply = await reporter.client.room_send(
+            room,
+            "m.room.message",
+            {"msgtype": "m.text", "body": "!report insulting", "m.relates_to": {"m.in_reply_to": {"event_id": bad}}},
+            ignore_unverified_devices=True,
+        )
+        assert isinstance(reply, RoomSendResponse), reply
+        await w.mod.wait_for(room, is_redaction_of(str(reply.event_id)), timeout=20)
+        root = await mod.wait_for_text(
+            management, lambda e: e.sender == bot_id and "Report — case #" in e.body, timeout=30
+        )
+        assert root.decrypted
+        assert "secret insult only members can read" in root.body
+        assert spammer.user_id in root.body
+    finally:
+        await w.close()
