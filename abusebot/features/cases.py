@@ -135,7 +135,8 @@ class CasesFeature(Feature):
         and start polling the homeserver's reports when asked to."""
         for case in await self.cases.roots_missing():
             with contextlib.suppress(Exception):
-                await self._root(case)
+                # A root that failed before is tried under a fresh key (a failure is final for its key).
+                await self._root(case) or await self._root(case, retry=f"start:{now_ms() // 60_000}")
         await self._count()
         if self.config.reports.poll_homeserver_reports:
             self._poller = asyncio.create_task(self._poll_forever(), name="homeserver reports")
@@ -168,6 +169,9 @@ class CasesFeature(Feature):
             await self._staff_message(event)
         elif self.bot.store.is_protected(room):
             if self._may_concern_us(event):
+                if (event.body or "").lstrip().lower().startswith(self.config.reports.command.lower()):
+                    # The !report line goes at once, not after the reporter's earlier work.
+                    self.bot.spawn(self._send_quietly(redact_intent(room, event.event_id, "")))
                 self._spawn(event.sender, self._room_message(event))
         elif self.config.modmail.enabled and Role.DIRECT in self.bot.host.roles_of(room):
             self._spawn(event.sender, self._member_message(event))
@@ -209,6 +213,9 @@ class CasesFeature(Feature):
         return isinstance(users, list) and self.bot.hs.user_id in users
 
     # -- sending -------------------------------------------------------------------------------
+
+    async def _send_quietly(self, new: NewIntent) -> None:
+        await self._send(new)
 
     async def _send(self, new: NewIntent) -> tuple[str | None, Mapping[str, Any]]:
         """Carry out one keyed send: the event id it made (``None`` when it failed) and what it learned."""
@@ -362,7 +369,7 @@ class CasesFeature(Feature):
 
     async def _announce(self, case: Case) -> None:
         """A new case: its root for the moderators, and ``case #N`` for whoever opened it."""
-        await self._root(case)
+        await self._root(case) or await self._root(case, retry="again")
         ack = self._ack(case)
         if ack is not None:
             await self._tell(case, case.opener, case.chat_room, ack, key=f"case-ack:{case.id}")
@@ -675,6 +682,11 @@ class CasesFeature(Feature):
         if replayed is not None:
             if replayed.source_key == event.event_id:
                 await self._announce(replayed)
+            else:  # a later call, recorded before a crash: its line in the thread (keyed)
+                message_id = await self.cases.message_id(event.event_id)
+                if message_id is not None:
+                    line = f"{user} again, in {self.bot.store.label(room)}: «{excerpt(text)}»"
+                    await self._to_thread(replayed, message_id, _lines(line, _link(room, event.event_id)))
             return
         if await self.cases.blocked(user) or not self._within_rate(self._recent, user, MESSAGES_PER_MINUTE, 60.0):
             return  # a blocked member, or one calling faster than anyone reads: not passed on
@@ -773,10 +785,9 @@ class CasesFeature(Feature):
         reason = report.get("reason")
         reason = reason[:500] if isinstance(reason, str) and reason.strip() else "no reason given"
         source = f"homeserver:{int(report['id'])}"
-        existing = await self.cases.by_source(source) or await self.cases.by_message(source)
+        existing = await self.cases.by_source(source)
         if existing is not None:
-            if existing.source_key == source:
-                await self._announce(existing)
+            await self._announce(existing)
             return True
         if await self.cases.blocked(reporter) or not self._within_rate(
             self._reports, reporter, REPORTS_PER_10_MIN, 600.0
@@ -959,6 +970,10 @@ class CasesFeature(Feature):
         told = self._closed_text(case)
         if told is not None:
             await self._tell(case, case.opener, case.chat_room, told, key=f"case-closed:{case.id}")
+            if case.kind == "report":  # everyone who reported it was told its number
+                for reporter in (await self.cases.people(case.id))["reporter"]:
+                    if reporter != case.opener:
+                        await self._tell(None, reporter, None, told, key=f"case-closed:{case.id}:{reporter}")
         return text_message(f"✅ Closed case #{case.id} as {outcome}" + (" (the author was told)." if told else "."))
 
     def _closed_text(self, case: Case) -> Message | None:
@@ -1034,6 +1049,8 @@ class CasesFeature(Feature):
                 why = reason or f"appeal case #{case.id} overturned"
                 done = await self.bot.moderation.pardon(inf.id, why, actor)
                 if not done.ok:
+                    if lines:  # still in force: back on our list, as before
+                        await self.bot.policies.publish_ban(inf.subject, inf.reason or "banned by the moderators")
                     return text_message(f"⚠️ Case #{case.id} stays open: {done.summary}")
                 lines.insert(0, done.summary)
         if not rerun:

@@ -395,10 +395,17 @@ class VotesFeature(Feature):
         """A redacted poll answer: the elector's ballot it was no longer counts."""
         if not event.redacts:
             return
-        rows = await self.ledger.fetch("SELECT vote_id, voter FROM ballots WHERE event_id = ?", (event.redacts,))
-        if not rows or str(rows[0][1]) != event.sender:
+        rows = await self.ledger.fetch("SELECT id, vote_id, voter FROM ballots WHERE event_id = ?", (event.redacts,))
+        if not rows or str(rows[0][2]) != event.sender:
             return
-        vote = await self.get(int(rows[0][0]))
+        ballot_id, vote_id = int(rows[0][0]), int(rows[0][1])
+        latest = await self.ledger.fetch(
+            "SELECT id FROM ballots WHERE vote_id = ? AND voter = ? AND counted = 1 ORDER BY at DESC, id DESC LIMIT 1",
+            (vote_id, event.sender),
+        )
+        if not latest or int(latest[0][0]) != ballot_id:
+            return  # an answer they changed since: their ballot now is another one
+        vote = await self.get(vote_id)
         if vote is not None:
             await self.cast(vote, event.sender, WITHDRAWN, event.event_id, at=event.origin_server_ts)
 
@@ -436,7 +443,15 @@ class VotesFeature(Feature):
                 )
             return False
         _, voted = await self.tally(vote.id)
-        if len(voted) >= vote.electorate_size:
+        if len(voted) < vote.electorate_size:
+            # Someone withdrew after all had voted: the vote runs to its deadline again.
+            async with self.ledger.transaction() as db:
+                await db.execute(
+                    "UPDATE jobs SET due_at = ?, next_attempt_at = ? WHERE kind = 'vote_close' AND key = ?"
+                    " AND state = 'pending' AND due_at < ?",
+                    (vote.closes_at, vote.closes_at, str(vote.id), vote.closes_at),
+                )
+        else:
             # Everyone has voted: close at once, or as soon as the minimum time is over.
             at = max(now_ms(), vote.earliest_close_at)
             if at < vote.closes_at:
@@ -499,11 +514,14 @@ class VotesFeature(Feature):
             rows.append(intent("send", management, key=f"vote-end:{vote.id}", event_type=POLL_END, content=end))
         rows.append(self.bot.moderation.send_intent(management, line, key=f"vote-result:{vote.id}", mentions=[]))
         results = await self.bot.outbox.do_all(rows)
+        for row, outcome in zip(rows, results, strict=True):
+            if not outcome.ok:  # the result stands (recorded); a post that failed is said in the log
+                log.error("vote_post_failed", vote=vote.id, key=row.key, error=outcome.error)
         hook = self.on_result.get(vote.kind)
         if hook is not None:
-            await hook(vote)
+            await hook(vote)  # at least once: a hook finds what an earlier run of it did
         await self._count()
-        return all(r.ok for r in results)
+        return True
 
     def result_line(self, vote: Vote) -> Message:
         """``vote #N passed: 3 yes, 1 no, 1 no opinion; 5 of 5 electors voted (quorum 3)``."""

@@ -217,6 +217,13 @@ async def test_a_report_is_redacted_at_once_and_the_reporter_stays_hidden(
         assert (spammer.user_id, "named") in people
         assert (reporter.user_id, "reporter") in people
         assert (witness.user_id, "reporter") in people
+
+        # Closing it tells every reporter (each was told its number), never the note.
+        close = await w.mod.say(w.management, f"!mod case close {number} actioned banned them, see #12")
+        await w.mod.wait_for_reply(w.management, close, timeout=20)
+        for person, room_of in ((reporter, invited), (witness, dm)):
+            told = await in_history(person, room_of, bot_id, f"(case #{number}) is closed")
+            assert "see #12" not in told
     finally:
         await w.close()
 

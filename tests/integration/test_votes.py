@@ -251,3 +251,29 @@ async def test_a_vote_in_an_encrypted_management_room(
         assert "1 yes, 0 no, 0 no opinion; 1 of 1 electors voted" in line.body
     finally:
         await w.close()
+
+
+async def test_redacting_an_old_answer_keeps_the_new_one_and_a_withdrawal_reopens_an_early_close(
+    synapse: SynapseServer, tmp_path: Path
+) -> None:
+    """An elector answers Yes, changes to No, and redacts the Yes: their No still counts. When
+    all have voted the vote closes early; one withdrawing (redacting their latest answer) puts
+    the close back to the deadline."""
+    w, (mod, mod2) = await staff_world(synapse, tmp_path, moderators=2)
+    try:
+        bot_id = w.bot_account.user_id
+        await w.start_bot()
+        number, poll = await open_vote(w, "!mod vote open --duration 12s Redactions?")
+        first = await answer(mod, w.management, poll["event_id"], "yes")
+        await answer(mod, w.management, poll["event_id"], "no")
+        await mod.call("PUT", f"{API}/rooms/{q(w.management)}/redact/{q(first)}/r1", {})
+        latest = await answer(mod2, w.management, poll["event_id"], "yes")
+        # Both have voted: the close was moved to min_duration (2 s); mod2 withdraws at once.
+        await mod2.call("PUT", f"{API}/rooms/{q(w.management)}/redact/{q(latest)}/r2", {})
+        await asyncio.sleep(4)
+        assert ledger_query(w, "SELECT state FROM votes WHERE id = ?", number) == [("open",)]
+        line = await w.mod.wait_for(w.management, result(bot_id, number, "no quorum"), timeout=30)
+        assert "0 yes, 1 no" in line["content"]["body"]
+        assert "1 of 2 electors voted" in line["content"]["body"]
+    finally:
+        await w.close()
