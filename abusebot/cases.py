@@ -18,6 +18,7 @@ What the store guarantees (its tests check each):
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -464,8 +465,6 @@ def strip_invisible(text: str) -> str:
     """``text`` without format characters (zero-width, bidi controls), line breaks kept."""
     if text.isascii():
         return text
-    import unicodedata
-
     return "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cf")
 
 

@@ -23,6 +23,7 @@ import structlog
 
 from abusebot.actions import Actor, Moderation, Outcome, Scope
 from abusebot.audit import Message, bullet_list, history_message, room_pill, standing_line
+from abusebot.cases import strip_invisible
 from abusebot.durations import EXAMPLES, DurationError, mentions_a_duration, take_duration
 from abusebot.escalation import Ladder
 from abusebot.events import Event, parse_event, relation
@@ -140,10 +141,7 @@ def command_lines(event: Event) -> str | None:
     if event.body is None:
         return None
     lines = [line for line in event.body.splitlines() if not line.startswith("> ")]
-    text = "\n".join(lines).strip()
-    if not text.isascii():
-        text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cf")
-    return text
+    return strip_invisible("\n".join(lines).strip())
 
 
 def _clean(text: str) -> str:
@@ -280,13 +278,21 @@ def _parse_room(name: str, args: list[str], room: str | None, flags: frozenset[s
     return Parsed(name, room=args[0])
 
 
+def number_word(word: str, command: str, what: str) -> int:
+    """``12`` or ``#12`` as a number (ASCII digits only: ``"²".isdigit()`` is true), or a
+    :class:`UsageError` saying the word is not ``what`` ("an infraction id", "a case number")."""
+    raw = word.lstrip("#")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise UsageError(command, f"{word[:30]!r} is not {what}")
+    return int(raw)
+
+
 def _parse_infraction(name: str, args: list[str], room: str | None, flags: frozenset[str]) -> Parsed:
     if not args:
         raise UsageError(name, "which infraction? Give its id, e.g. 12 or #12.")
-    raw = args[0].lstrip("#")
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-        raise UsageError(name, f"{args[0]!r} is not an infraction id")
-    return Parsed(name, infraction_id=int(raw), reason=_reason(args[1:]), room=room)
+    return Parsed(
+        name, infraction_id=number_word(args[0], name, "an infraction id"), reason=_reason(args[1:]), room=room
+    )
 
 
 def _parse_user(name: str, args: list[str], room: str | None, flags: frozenset[str]) -> Parsed:

@@ -37,6 +37,10 @@ class Staff:
             return False
         return self.management.power_levels.user_level(user_id) >= self.moderator_level
 
+    def moderators(self) -> list[str]:
+        """Every moderator now, sorted (whom an urgent call pings; a vote's electorate)."""
+        return sorted(user for user in self.management.members("join") if self.is_moderator(user))
+
 
 def refusal(target: str, room: RoomState | None, staff: Staff, commander: str | None = None) -> str | None:
     """Why the bot must not act on ``target`` in ``room``, or ``None`` when it may.

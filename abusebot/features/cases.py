@@ -63,6 +63,7 @@ from abusebot.commands import (
     Spec,
     UsageError,
     command_text,
+    number_word,
     text_message,
 )
 from abusebot.events import Event, relation
@@ -250,11 +251,6 @@ class CasesFeature(Feature):
             self._told = {k: v for k, v in self._told.items() if now - v < TELL_EVERY_S}
         await self._tell(None, user, room, _lines(text), key=f"case-answer:{event.event_id}")
 
-    def _moderators(self) -> list[str]:
-        """Every moderator (the management room's members at or above the moderator level)."""
-        store, staff = self.bot.store, self.bot.moderation.staff
-        return sorted(user for user in store.room(store.management_id).members("join") if staff.is_moderator(user))
-
     # -- the management side: roots and threads ------------------------------------------------
 
     async def _first_text(self, case: Case) -> str:
@@ -293,7 +289,7 @@ class CasesFeature(Feature):
             )
             return message, []
         pinged = self._ping_allowed(case.subject_room or "")
-        moderators = self._moderators() if pinged else []
+        moderators = self.bot.moderation.staff.moderators() if pinged else []
         plain = _lines(
             f"🚨 Urgent — case #{case.id}: {case.opener} called the moderators in {where}:",
             f"«{case.excerpt or ''}»",
@@ -1126,10 +1122,7 @@ def _drop_number(text: str) -> str:
 
 
 def _number(word: str, command: str, what: str = "case") -> int:
-    raw = word.lstrip("#")
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-        raise UsageError(command, f"{word[:30]!r} is not a {what} number")
-    return int(raw)
+    return number_word(word, command, f"a {what} number")
 
 
 def _parse_reply(name: str, args: list[str], room: str | None, flags: frozenset[str]) -> Parsed:

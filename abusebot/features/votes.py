@@ -31,7 +31,7 @@ import structlog
 from abusebot.actions import Actor
 from abusebot.audit import Message, bullet_list, when
 from abusebot.cases import strip_invisible
-from abusebot.commands import Authorized, CommandHandler, Parsed, Spec, UsageError, text_message
+from abusebot.commands import Authorized, CommandHandler, Parsed, Spec, UsageError, number_word, text_message
 from abusebot.config import VotesConfig
 from abusebot.durations import DurationError, format_duration, parse_duration
 from abusebot.events import Event
@@ -287,7 +287,7 @@ class VotesFeature(Feature):
         if existing:
             vote = existing[0]
         else:
-            electors = self._electors()
+            electors = self.bot.moderation.staff.moderators()
             if not electors:
                 raise VoteError("there is no one to vote: no moderator is in the management room")
             at = now_ms()
@@ -329,10 +329,6 @@ class VotesFeature(Feature):
             await self._post_poll(vote)
         await self._count()
         return vote
-
-    def _electors(self) -> list[str]:
-        store, staff = self.bot.store, self.bot.moderation.staff
-        return sorted(user for user in store.room(store.management_id).members("join") if staff.is_moderator(user))
 
     async def _post_poll(self, vote: Vote) -> None:
         text = f"vote #{vote.id}: {vote.question}"
@@ -619,10 +615,7 @@ class VotesFeature(Feature):
 
 
 def _number(word: str, command: str) -> int:
-    raw = word.lstrip("#")
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-        raise UsageError(command, f"{word[:30]!r} is not a vote number")
-    return int(raw)
+    return number_word(word, command, "a vote number")
 
 
 def _parse_vote(name: str, args: list[str], room: str | None, flags: frozenset[str]) -> Parsed:
