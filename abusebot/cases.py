@@ -26,11 +26,13 @@ import attrs
 
 from abusebot.ledger import Ledger, now_ms
 
-KINDS = ("modmail", "report", "appeal", "mention")
+KINDS = ("modmail", "report", "appeal", "mention", "second_chance")
 CHANNELS = ("modmail", "report", "mention", "homeserver")
 #: What ``!mod case close`` may say; ``upheld`` / ``overturned`` come from ``!mod appeal``.
 CLOSE_OUTCOMES = ("actioned", "no-action", "duplicate", "invalid")
 APPEAL_OUTCOMES = ("upheld", "overturned")
+#: A second chance is decided by its vote.
+SECOND_CHANCE_OUTCOMES = ("granted", "denied")
 #: What a transcript keeps of one message (the relayed copy is cut shorter, to fit one event).
 MAX_BODY = 10_000
 
@@ -123,6 +125,54 @@ MIGRATIONS = (
         reason      TEXT NOT NULL DEFAULT '',
         at          INTEGER NOT NULL
     ) WITHOUT ROWID;
+    """,
+    # 2: second chances are cases too (kind second_chance, decided granted or denied). SQLite
+    # cannot change a CHECK: the table is rebuilt, every row kept, its guards made again.
+    """
+    PRAGMA foreign_keys = OFF;
+    CREATE TABLE cases_v2 (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind             TEXT NOT NULL CHECK (kind IN ('modmail','report','appeal','mention','second_chance')),
+        channel          TEXT NOT NULL CHECK (channel IN ('modmail','report','mention','homeserver')),
+        opener           TEXT NOT NULL,
+        chat_room        TEXT,
+        opened_at        INTEGER NOT NULL,
+        state            TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open','closed')),
+        outcome          TEXT CHECK (outcome IN
+                             ('actioned','no-action','duplicate','invalid','upheld','overturned','granted','denied')),
+        closed_at        INTEGER,
+        closed_by        TEXT,
+        close_note       TEXT,
+        decided_by_event TEXT,
+        first_answer_at  INTEGER,
+        root_event       TEXT,
+        source_key       TEXT NOT NULL UNIQUE,
+        subject_room     TEXT,
+        subject_event    TEXT,
+        excerpt          TEXT,
+        infraction_id    INTEGER,
+        appeal_reason    TEXT,
+        CHECK ((state = 'closed') = (outcome IS NOT NULL AND closed_at IS NOT NULL))
+    );
+    INSERT INTO cases_v2 SELECT * FROM cases;
+    DROP TABLE cases;
+    ALTER TABLE cases_v2 RENAME TO cases;
+    CREATE INDEX cases_by_state ON cases (state, id);
+    CREATE INDEX cases_by_opener ON cases (opener, state);
+    CREATE INDEX cases_by_chat ON cases (chat_room, state);
+    CREATE INDEX cases_by_subject_event ON cases (subject_event) WHERE subject_event IS NOT NULL;
+    CREATE UNIQUE INDEX cases_by_root ON cases (root_event) WHERE root_event IS NOT NULL;
+    CREATE UNIQUE INDEX cases_one_open_appeal ON cases (infraction_id) WHERE kind = 'appeal' AND state = 'open';
+    CREATE UNIQUE INDEX cases_one_open_report ON cases (subject_event) WHERE kind = 'report' AND state = 'open';
+    CREATE UNIQUE INDEX cases_one_open_second_chance ON cases (opener) WHERE kind = 'second_chance' AND state = 'open';
+    CREATE TRIGGER cases_never_deleted BEFORE DELETE ON cases
+    BEGIN SELECT RAISE(ABORT, 'cases are never deleted'); END;
+    CREATE TRIGGER cases_identity_frozen
+    BEFORE UPDATE OF id, kind, channel, opener, opened_at, source_key, infraction_id, appeal_reason ON cases
+    BEGIN SELECT RAISE(ABORT, 'a case''s identity fields cannot change'); END;
+    CREATE TRIGGER cases_outcome_final BEFORE UPDATE OF outcome, state, closed_at ON cases
+    WHEN OLD.state = 'closed'
+    BEGIN SELECT RAISE(ABORT, 'a closed case''s outcome is final'); END;
     """,
 )
 

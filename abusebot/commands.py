@@ -13,7 +13,7 @@ import html
 import re
 import time
 import unicodedata
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import unquote
@@ -168,6 +168,10 @@ class UsageError(Exception):
 Parser = Callable[[str, list[str], "str | None", frozenset[str]], "Parsed"]
 #: Runs a parsed, authorized command: (handler, parsed, auth, actor) → the reply.
 Runner = Callable[["CommandHandler", "Parsed", "Authorized", Actor], Awaitable[Message]]
+#: Looks at a parsed, authorized command before it runs: an answer instead of running it, or ``None``.
+Guard = Callable[["Parsed", "Authorized", Actor], Awaitable["Message | None"]]
+#: More lines for ``!mod history <user>`` (a feature's record of them: a second chance, say).
+HistoryNotes = Callable[[str], Awaitable[list[str]]]
 
 
 @attrs.frozen
@@ -401,6 +405,15 @@ class CommandHandler:
         #: Commands in flight (event id → task) and one lane (a lock) per room.
         self._running: dict[str, asyncio.Task[None]] = {}
         self._lanes: dict[str, asyncio.Lock] = {}
+        #: Command name → what looks at it before it runs (:meth:`guard`).
+        self.guards: dict[str, list[Guard]] = {}
+        #: What adds lines to ``!mod history``.
+        self.history_notes: list[HistoryNotes] = []
+
+    def guard(self, names: Sequence[str], check: Guard) -> None:
+        """Have ``check`` look at every ``names`` command (after the authorization, before it runs)."""
+        for name in names:
+            self.guards.setdefault(name, []).append(check)
 
     def add(self, spec: Spec) -> None:
         """Add a feature's command to the table (names are unique)."""
@@ -593,6 +606,10 @@ class CommandHandler:
         if parsed.name != "help" and not auth.management and not spec.room_admins:
             text = f"{self.prefix} {parsed.name} is only available in the management room."
             return Message(text, html.escape(text))
+        for check in self.guards.get(parsed.name, ()):
+            answer = await check(parsed, auth, actor)
+            if answer is not None:
+                return answer
         return await spec.run(self, parsed, auth, actor)
 
     @property
@@ -627,7 +644,13 @@ class CommandHandler:
             count, step = ladder.standing(infractions, now_ms())
             standing = standing_line(count, str(step), ladder.decay_days)
         total = await m.ledger.count_for(user)
-        return history_message(user, infractions[:25], total, standing=standing, ladder=ladder, where=m.label_scope)
+        message = history_message(user, infractions[:25], total, standing=standing, ladder=ladder, where=m.label_scope)
+        notes = [line for notes in self.history_notes for line in await notes(user)]
+        if not notes:
+            return message
+        return Message(
+            "\n".join([message.plain, *notes]), "<br>".join([message.html, *(html.escape(n) for n in notes)])
+        )
 
     async def _pardon(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
         assert parsed.infraction_id is not None

@@ -90,6 +90,26 @@ class VotesConfig:
 
 
 @attrs.frozen
+class SecondChanceConfig:
+    """``second_chance``: who may ask for one and how long probation lasts (seconds)."""
+
+    #: Time spent permanently banned before one may ask.
+    after_s: int = 30 * 86400
+    probation_s: int = 30 * 86400
+
+
+@attrs.frozen
+class SuggestionsConfig:
+    """``suggestions``: the community's suggestions room."""
+
+    #: A room id or alias; ``None``: no suggestions room.
+    room: str | None = None
+    #: More than this many votes: the staff must discuss it.
+    threshold: int = 10
+    vote_reactions: tuple[str, ...] = ("👍", "👎")
+
+
+@attrs.frozen
 class Config:
     """The whole validated configuration."""
 
@@ -115,6 +135,8 @@ class Config:
     modmail: ModmailConfig = ModmailConfig()
     reports: ReportsConfig = ReportsConfig()
     votes: VotesConfig = VotesConfig()
+    second_chance: SecondChanceConfig = SecondChanceConfig()
+    suggestions: SuggestionsConfig = SuggestionsConfig()
     logging: LoggingConfig = LoggingConfig()
     protections: Mapping[str, Any] = attrs.field(factory=dict)
     rooms: Mapping[str, Any] = attrs.field(factory=dict)
@@ -227,6 +249,8 @@ _KNOWN_KEYS = frozenset(
         "logging",
         "community",
         "votes",
+        "second_chance",
+        "suggestions",
         "protections",
         "rooms",
         "policy_lists",
@@ -379,6 +403,52 @@ def _votes(value: Any, path: str) -> VotesConfig:
     )
 
 
+def _positive_duration(section: Mapping[str, Any], key: str, path: str, default: int) -> int:
+    from abusebot.durations import DurationError, parse_duration
+
+    raw = section.get(key)
+    if raw is None:
+        return default
+    try:
+        seconds = parse_duration(raw) if isinstance(raw, str) else -1
+    except DurationError:
+        seconds = -1
+    if seconds <= 0:
+        raise ConfigError(f"{path}.{key}", "a duration like 30m, 1h, 30d", raw)
+    return seconds
+
+
+def _second_chance(value: Any, path: str) -> SecondChanceConfig:
+    section = _mapping(value, path)
+    _known(section, path, ("after", "probation"))
+    defaults = SecondChanceConfig()
+    return SecondChanceConfig(
+        after_s=_positive_duration(section, "after", path, defaults.after_s),
+        probation_s=_positive_duration(section, "probation", path, defaults.probation_s),
+    )
+
+
+def _suggestions(value: Any, path: str) -> SuggestionsConfig:
+    section = _mapping(value, path)
+    _known(section, path, ("room", "threshold", "vote_reactions"))
+    room = section.get("room")
+    if room is not None:
+        room = _string(room, f"{path}.room", "a room id (!…) or alias (#…)")
+        if not room.startswith(("!", "#")) or ":" not in room:
+            raise ConfigError(f"{path}.room", "a room id (!…) or alias (#…)", room)
+    threshold = _integer(section.get("threshold", 10), f"{path}.threshold", 0, 1_000_000)
+    reactions = section.get("vote_reactions", ["👍", "👎"])
+    if not isinstance(reactions, list) or not reactions or len(reactions) > 10:
+        raise ConfigError(f"{path}.vote_reactions", 'a list of 1 to 10 emoji, like ["👍", "👎"]', reactions)
+    keys: list[str] = []
+    for i, key in enumerate(reactions):
+        text = _string(key, f"{path}.vote_reactions[{i}]", "an emoji, like 👍")
+        if not text.strip() or len(text) > 20 or text in keys:
+            raise ConfigError(f"{path}.vote_reactions[{i}]", "an emoji (up to 20 characters), each once", text)
+        keys.append(text)
+    return SuggestionsConfig(room=room, threshold=threshold, vote_reactions=tuple(keys))
+
+
 def _logging(value: Any, path: str) -> LoggingConfig:
     section = _mapping(value, path)
     for key in section:
@@ -458,6 +528,8 @@ def parse_config(data: Any, base: Path | None = None, source: Path | None = None
         expiry_alert_after=_optional(data, "expiry_alert_after", lambda v, p: _integer(v, p, 1, 100), 3),
         logging=_optional(data, "logging", _logging, LoggingConfig()),
         votes=_optional(data, "votes", _votes, VotesConfig()),
+        second_chance=_optional(data, "second_chance", _second_chance, SecondChanceConfig()),
+        suggestions=_optional(data, "suggestions", _suggestions, SuggestionsConfig()),
         community_name=community.name,
         rules=community.rules,
         modmail=community.modmail,

@@ -490,14 +490,32 @@ class Ledger:
         if version > len(migrations):
             raise LedgerError(f"{feature}'s tables are at version {version}, newer than this abusebot knows")
         for number in range(version, len(migrations)):
-            async with self.transaction() as db:
-                for statement in _split_sql(migrations[number]):
-                    await db.execute(statement)
-                await db.execute(
-                    "INSERT INTO feature_migrations (feature, version, applied_at) VALUES (?, ?, ?)"
-                    " ON CONFLICT (feature) DO UPDATE SET version = excluded.version, applied_at = excluded.applied_at",
-                    (feature, number + 1, now_ms()),
-                )
+            statements = _split_sql(migrations[number])
+            # A table rebuilt (SQLite's way to change a CHECK) is done with foreign keys off, as
+            # SQLite's own recipe says, and checked before the commit: a dropped parent would
+            # count every child row as a violation, however the new table is named.
+            rebuild = bool(statements) and statements[0].strip().upper() == FOREIGN_KEYS_OFF
+            if rebuild:
+                statements = statements[1:]
+                await self._db.execute("PRAGMA foreign_keys=OFF")
+            try:
+                async with self.transaction() as db:
+                    for statement in statements:
+                        await db.execute(statement)
+                    if rebuild:
+                        async with db.execute("PRAGMA foreign_key_check") as cur:
+                            broken = list(await cur.fetchall())
+                        if broken:
+                            raise LedgerError(f"{feature} migration {number + 1} broke foreign keys: {broken[:3]}")
+                    await db.execute(
+                        "INSERT INTO feature_migrations (feature, version, applied_at) VALUES (?, ?, ?)"
+                        " ON CONFLICT (feature) DO UPDATE SET version = excluded.version,"
+                        " applied_at = excluded.applied_at",
+                        (feature, number + 1, now_ms()),
+                    )
+            finally:
+                if rebuild:
+                    await self._db.execute("PRAGMA foreign_keys=ON")
         return len(migrations)
 
     @property
@@ -1307,6 +1325,10 @@ async def _insert_audit(
         ),
     )
     return int(cur.lastrowid or 0)
+
+
+#: A feature migration that starts with this line rebuilds a table: it runs with foreign keys off.
+FOREIGN_KEYS_OFF = "PRAGMA FOREIGN_KEYS = OFF;"
 
 
 def _split_sql(script: str) -> list[str]:

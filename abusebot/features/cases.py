@@ -34,10 +34,11 @@ import html
 import re
 import sqlite3
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
+import attrs
 import structlog
 
 from abusebot.actions import Actor, redact_intent
@@ -88,7 +89,28 @@ TELL_EVERY_S = 60.0
 MAX_RELAYED = 4000
 POLL_EVERY_S = 30.0
 SANCTIONS = ("warning", "mute", "kick", "ban")
-KIND_LABEL = {"modmail": "ModMail", "report": "report", "appeal": "appeal", "mention": "urgent mention"}
+KIND_LABEL = {
+    "modmail": "ModMail",
+    "report": "report",
+    "appeal": "appeal",
+    "mention": "urgent mention",
+    "second_chance": "second chance",
+}
+
+
+@attrs.frozen
+class MemberRequest:
+    """A request of another feature that a member writes in their direct chat (``second chance
+    <why…>``, say): the cases feature hands it the messages it :attr:`asks` for, after the
+    blocks and the rate limit, and a replay of the one that opened a case of :attr:`kind`."""
+
+    kind: str
+    asks: Callable[[str], bool]
+    #: (the event, its sender, its text): idempotent per event (a replay runs it again).
+    handle: Callable[[Event, str, str], Awaitable[None]]
+    #: The case's root in the management room, and what its opener is told.
+    root: Callable[[Case], Awaitable[Message]]
+    ack: Callable[[Case], Message]
 
 
 def _link(room_id: str, event_id: str) -> str:
@@ -128,6 +150,8 @@ class CasesFeature(Feature):
         self._poll_problem: str | None = None
         #: (lower-cased words to look for in a body, the bot's id as a pill may write it).
         self._needles: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        #: Other features' requests in the direct chats (:class:`MemberRequest`).
+        self.requests: list[MemberRequest] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -227,7 +251,7 @@ class CasesFeature(Feature):
         event_id = result.value.get("event_id")
         return (event_id if isinstance(event_id, str) else None), result.value
 
-    async def _tell(self, case: Case | None, user: str, room: str | None, message: Message, key: str) -> str | None:
+    async def tell(self, case: Case | None, user: str, room: str | None, message: Message, key: str) -> str | None:
         """Say ``message`` to ``user``: in ``room`` when it is their direct chat, else in the room
         the bot sends them notices in (made once). Returns the room it went to."""
         if room is not None and self._direct_user(room) == user:
@@ -249,7 +273,7 @@ class CasesFeature(Feature):
         self._told[(user, what)] = now
         if len(self._told) > 10_000:
             self._told = {k: v for k, v in self._told.items() if now - v < TELL_EVERY_S}
-        await self._tell(None, user, room, _lines(text), key=f"case-answer:{event.event_id}")
+        await self.tell(None, user, room, _lines(text), key=f"case-answer:{event.event_id}")
 
     # -- the management side: roots and threads ------------------------------------------------
 
@@ -276,6 +300,9 @@ class CasesFeature(Feature):
             return message, []
         if case.kind == "appeal":
             return await self._appeal_root(case, first), []
+        request = self._request_of(case.kind)
+        if request is not None:
+            return await request.root(case), []
         if case.kind == "report":
             how = "reported to the homeserver" if case.channel == "homeserver" else "reported"
             reporters = len(people["reporter"])
@@ -363,15 +390,21 @@ class CasesFeature(Feature):
         if event_id is not None:
             await self.cases.set_relayed(message_id, event_id)
 
-    async def _announce(self, case: Case) -> None:
+    async def announce(self, case: Case) -> None:
         """A new case: its root for the moderators, and ``case #N`` for whoever opened it."""
         await self._root(case) or await self._root(case, retry="again")
         ack = self._ack(case)
         if ack is not None:
-            await self._tell(case, case.opener, case.chat_room, ack, key=f"case-ack:{case.id}")
+            await self.tell(case, case.opener, case.chat_room, ack, key=f"case-ack:{case.id}")
         await self._count()
 
+    def _request_of(self, kind: str) -> MemberRequest | None:
+        return next((request for request in self.requests if request.kind == kind), None)
+
     def _ack(self, case: Case) -> Message | None:
+        request = self._request_of(case.kind)
+        if request is not None:
+            return request.ack(case)
         if case.kind == "modmail":
             return _lines(
                 f"Thank you — your message to the moderators is case #{case.id}.",
@@ -457,6 +490,10 @@ class CasesFeature(Feature):
                 event,
             )
             return
+        for request in self.requests:
+            if request.asks(text):
+                await request.handle(event, user, text)
+                return
         case = await self.cases.open_in_chat(room, user)
         appeal = parse_appeal(text)
         # Within an open case only "appeal #N …" is an appeal: "appeal or not, here is more"
@@ -483,12 +520,16 @@ class CasesFeature(Feature):
             (event.event_id, user, "user", text),
         )
         log.info("case_opened", case=case.id, kind="modmail", room_id=room)
-        await self._announce(case)
+        await self.announce(case)
 
     async def _follow_up(self, case: Case, event: Event, text: str) -> None:
         """A replayed message: finish what its first handling began (every step is keyed)."""
+        request = self._request_of(case.kind)
+        if case.source_key == event.event_id and request is not None:
+            await request.handle(event, event.sender, text)
+            return
         if case.source_key == event.event_id:
-            await self._announce(case)
+            await self.announce(case)
             return
         message_id = await self.cases.message_id(event.event_id)
         if message_id is not None:
@@ -499,11 +540,11 @@ class CasesFeature(Feature):
         key = f"case-answer:{event.event_id}"
         if not request.reason:
             ref = f"#{request.infraction_id}" if request.infraction_id is not None else "#<number>"
-            await self._tell(None, user, room, _lines(f"Please add why you appeal: appeal {ref} <why…>"), key)
+            await self.tell(None, user, room, _lines(f"Please add why you appeal: appeal {ref} <why…>"), key)
             return
         inf, refusal = await self._appealable(user, request.infraction_id)
         if inf is None:
-            await self._tell(None, user, room, _lines(refusal or "I cannot open that appeal."), key)
+            await self.tell(None, user, room, _lines(refusal or "I cannot open that appeal."), key)
             return
         existing = await self.cases.open_appeal_of(inf.id)
         if existing is not None:
@@ -511,10 +552,10 @@ class CasesFeature(Feature):
                 f"You already have an open appeal of decision #{inf.id} (case #{existing.id}); "
                 "the moderators will answer you there."
             )
-            await self._tell(None, user, room, _lines(text_), key)
+            await self.tell(None, user, room, _lines(text_), key)
             return
         if await self.cases.open_count(user) >= self.config.modmail.max_open_cases:
-            await self._tell(
+            await self.tell(
                 None,
                 user,
                 room,
@@ -536,10 +577,10 @@ class CasesFeature(Feature):
                 (event.event_id, user, "user", text),
             )
         except sqlite3.IntegrityError:  # the same appeal from two chats at once: one case
-            await self._tell(None, user, room, _lines(f"You already have an open appeal of decision #{inf.id}."), key)
+            await self.tell(None, user, room, _lines(f"You already have an open appeal of decision #{inf.id}."), key)
             return
         log.info("case_opened", case=case.id, kind="appeal", infraction=inf.id)
-        await self._announce(case)
+        await self.announce(case)
 
     async def _appealable(self, user: str, infraction_id: int | None) -> tuple[Infraction | None, str | None]:
         """The infraction ``user`` may appeal, or why not (said politely; a note, someone else's
@@ -594,7 +635,7 @@ class CasesFeature(Feature):
         replayed = await self.cases.by_message(event.event_id)
         if replayed is not None:
             if replayed.source_key == event.event_id:
-                await self._announce(replayed)
+                await self.announce(replayed)
             else:
                 await self._joined_report(replayed, event, reporter, reason)
             return
@@ -610,7 +651,7 @@ class CasesFeature(Feature):
                 f"To report a message, reply to it with: {self.config.reports.command} [reason…]. "
                 "I remove that line at once, so nobody sees who reported."
             )
-            await self._tell(None, reporter, None, _lines(usage), key)
+            await self.tell(None, reporter, None, _lines(usage), key)
             return
         existing = await self.cases.open_report_of(room, target)
         if existing is not None:
@@ -618,7 +659,7 @@ class CasesFeature(Feature):
             return
         fetched = await self._fetch(room, target)
         if fetched is None:
-            await self._tell(None, reporter, None, _lines("I could not find the message you replied to."), key)
+            await self.tell(None, reporter, None, _lines("I could not find the message you replied to."), key)
             return
         if await self.cases.open_count(reporter, ("report",)) >= MAX_OPEN_REPORTS:
             many = "You have many open reports; the moderators will get to them."
@@ -634,7 +675,7 @@ class CasesFeature(Feature):
                 await self._joined_report(joined, event, reporter, reason)
             return
         log.info("case_opened", case=case.id, kind="report", room_id=room)
-        await self._announce(case)
+        await self.announce(case)
 
     async def _joined_report(self, case: Case, event: Event, reporter: str, reason: str) -> None:
         """Another report of a reported message: one more reporter on its case."""
@@ -650,7 +691,7 @@ class CasesFeature(Feature):
             f"Thank you — your report of a message in {where} is case #{case.id}.",
             "The moderators will look at it; the person you reported is not told who reported it.",
         )
-        await self._tell(None, reporter, None, ack, key=f"case-answer:{event.event_id}")
+        await self.tell(None, reporter, None, ack, key=f"case-answer:{event.event_id}")
 
     async def _fetch(self, room_id: str, event_id: str) -> tuple[str, str] | None:
         """(sender, text) of an event of a room the bot is in, decrypted when it can."""
@@ -677,7 +718,7 @@ class CasesFeature(Feature):
         replayed = await self.cases.by_message(event.event_id)
         if replayed is not None:
             if replayed.source_key == event.event_id:
-                await self._announce(replayed)
+                await self.announce(replayed)
             else:  # a later call, recorded before a crash: its line in the thread (keyed)
                 message_id = await self.cases.message_id(event.event_id)
                 if message_id is not None:
@@ -705,7 +746,7 @@ class CasesFeature(Feature):
             (event.event_id, user, "user", text),
         )
         log.info("case_opened", case=case.id, kind="mention", room_id=room)
-        await self._announce(case)
+        await self.announce(case)
 
     # -- the homeserver's reports ----------------------------------------------------------------
 
@@ -783,7 +824,7 @@ class CasesFeature(Feature):
         source = f"homeserver:{int(report['id'])}"
         existing = await self.cases.by_source(source)
         if existing is not None:
-            await self._announce(existing)
+            await self.announce(existing)
             return True
         if await self.cases.blocked(reporter) or not self._within_rate(
             self._reports, reporter, REPORTS_PER_10_MIN, 600.0
@@ -805,7 +846,7 @@ class CasesFeature(Feature):
                     joined = await self.cases.open_report_of(room, target)
                 else:
                     log.info("case_opened", case=case.id, kind="report", channel="homeserver", room_id=room)
-                    await self._announce(case)
+                    await self.announce(case)
                     return True
             if joined is None:
                 return False
@@ -899,7 +940,7 @@ class CasesFeature(Feature):
         assert actor.event_id is not None
         await self.cases.add_message(case.id, actor.event_id, actor.name, "reply", text)
         signature = "— the moderation team" if self.config.modmail.anonymous_staff else f"— {self._name_of(actor.name)}"
-        sent = await self._tell(
+        sent = await self.tell(
             case, case.opener, case.chat_room, _lines(_quote(text), signature), f"case-reply:{actor.event_id}"
         )
         await self.bot.ledger.audit(
@@ -953,6 +994,8 @@ class CasesFeature(Feature):
             await self._audit(actor, "case_name", case, {"user": user})
             return text_message(f"✅ {user} {'is now named in' if added else 'was already named in'} case #{case.id}.")
         outcome = parsed.words[2]
+        if case.kind == "second_chance" and case.open:
+            raise UsageError("case", f"case #{case.id} is a second chance: its vote decides it")
         if case.kind == "appeal" and case.open and outcome == "actioned":
             raise UsageError(
                 "case", f"decide an appeal with {self.config.command_prefix} appeal {case.id} uphold|overturn"
@@ -965,11 +1008,11 @@ class CasesFeature(Feature):
             await self._count()
         told = self._closed_text(case)
         if told is not None:
-            await self._tell(case, case.opener, case.chat_room, told, key=f"case-closed:{case.id}")
+            await self.tell(case, case.opener, case.chat_room, told, key=f"case-closed:{case.id}")
             if case.kind == "report":  # everyone who reported it was told its number
                 for reporter in (await self.cases.people(case.id))["reporter"]:
                     if reporter != case.opener:
-                        await self._tell(None, reporter, None, told, key=f"case-closed:{case.id}:{reporter}")
+                        await self.tell(None, reporter, None, told, key=f"case-closed:{case.id}:{reporter}")
         return text_message(f"✅ Closed case #{case.id} as {outcome}" + (" (the author was told)." if told else "."))
 
     def _closed_text(self, case: Case) -> Message | None:
@@ -1054,7 +1097,7 @@ class CasesFeature(Feature):
             await self._audit(actor, "appeal_decided", case, {"outcome": outcome, "infraction": inf.id})
             await self._count()
         told = self._decision_text(case, inf, outcome, reason)
-        await self._tell(case, case.opener, case.chat_room, told, key=f"case-decision:{case.id}")
+        await self.tell(case, case.opener, case.chat_room, told, key=f"case-decision:{case.id}")
         head = f"✅ Appeal case #{case.id}: decision #{inf.id} {outcome}; {case.opener} was told."
         return text_message(" ".join([head, *lines]))
 

@@ -31,7 +31,7 @@ import structlog
 from abusebot.actions import Actor
 from abusebot.audit import Message, bullet_list, when
 from abusebot.cases import strip_invisible
-from abusebot.commands import Authorized, CommandHandler, Parsed, Spec, UsageError, number_word, text_message
+from abusebot.commands import USER_ID, Authorized, CommandHandler, Parsed, Spec, UsageError, number_word, text_message
 from abusebot.config import VotesConfig
 from abusebot.durations import DurationError, format_duration, parse_duration
 from abusebot.events import Event
@@ -181,6 +181,10 @@ class VoteError(Exception):
 
 
 ResultHook = Callable[[Vote], Awaitable[None]]
+#: Opens a vote of another feature's kind from ``!mod vote <kind> <user> <what…>``: the reply.
+Opener = Callable[[Parsed, Actor], Awaitable[Message]]
+#: The kinds ``!mod vote`` opens for other features, by the word that names them.
+OPENED_BY_WORD = ("violation",)
 
 
 class VotesFeature(Feature):
@@ -197,6 +201,8 @@ class VotesFeature(Feature):
         self.ledger = bot.ledger
         #: vote kind → what runs when a vote of that kind closes (after its result is recorded).
         self.on_result: dict[str, ResultHook] = {}
+        #: vote kind → what ``!mod vote <kind> <user> <what…>`` opens (another feature's votes).
+        self.openers: dict[str, Opener] = {}
         self._open = 0
 
     async def start(self) -> None:
@@ -536,10 +542,11 @@ class VotesFeature(Feature):
         return [
             Spec(
                 "vote",
-                "vote open [--rules] [--duration D] <question…> | vote <N>",
+                "vote open [--rules] [--duration D] <question…> | vote violation <user> <what…> | vote <N>",
                 f"Open a staff vote (a poll; {format_duration(cfg.default_duration_s)} by default,"
                 f" {format_duration(cfg.min_duration_s)} to {format_duration(cfg.max_duration_s)};"
-                f" --rules: a vote on rules or policies, {format_duration(cfg.rules_duration_s)}), or show one.",
+                f" --rules: a vote on rules or policies, {format_duration(cfg.rules_duration_s)});"
+                " violation: did a member on probation break a rule (passed: a permanent ban); or show one.",
                 _parse_vote,
                 self._vote,
                 room_admins=False,
@@ -561,6 +568,14 @@ class VotesFeature(Feature):
         if parsed.words[0] == "show":
             vote = await self._vote_or_usage(int(parsed.words[1]))
             return await self._details(vote)
+        if parsed.words[0] in OPENED_BY_WORD:
+            opener = self.openers.get(parsed.words[0])
+            if opener is None:
+                raise UsageError("vote", f"there are no {parsed.words[0]} votes here")
+            try:
+                return await opener(parsed, actor)
+            except VoteError as err:
+                raise UsageError("vote", str(err)) from err
         rules = "--rules" in parsed.words
         try:
             duration = self.duration_for(rules, parsed.duration_s)
@@ -621,6 +636,16 @@ def _number(word: str, command: str) -> int:
 def _parse_vote(name: str, args: list[str], room: str | None, flags: frozenset[str]) -> Parsed:
     if not args:
         raise UsageError(name, "open a vote, or give its number")
+    if args[0].lower() in OPENED_BY_WORD:
+        if len(args) < 2:
+            raise UsageError(name, f"vote {args[0].lower()} <user> <what they did…>")
+        user = args[1]
+        if not USER_ID.fullmatch(user):
+            raise UsageError(name, f"{user[:60]!r} is not a user id like @someone:example.org")
+        what = strip_invisible(" ".join(args[2:])).strip()
+        if not what:
+            raise UsageError(name, "say what they did: it is the question's detail")
+        return Parsed(name, user=user, words=(args[0].lower(),), reason=what[:MAX_QUESTION])
     if args[0].lower() != "open":
         if len(args) != 1:
             raise UsageError(name, f"unknown sub-command {args[0][:30]!r}")

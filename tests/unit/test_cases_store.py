@@ -232,3 +232,30 @@ def test_a_sanction_notice_ends_with_how_to_appeal_it_when_modmail_reads_it() ->
         kind="unban", where="Python", reason="r", duration_s=None, rules_url=None, infraction_id=None, appeal=True
     )
     assert "appeal" not in lifted.plain
+
+
+async def test_the_second_chance_migration_keeps_every_case_and_its_guards(ledger: Ledger) -> None:
+    await ledger.migrate_feature("cases", MIGRATIONS[:1])
+    cases = CaseStore(ledger)
+    old, _ = await cases.open_case(modmail(), ("$first", "@amy:x", "user", "hello"))
+    await cases.add_message(old.id, "$second", "@amy:x", "user", "more")
+    await ledger.migrate_feature("cases", MIGRATIONS)
+    assert await ledger.fetch("PRAGMA foreign_key_check") == []
+    assert await cases.get(old.id) == old
+    assert await cases.transcript_counts(old.id) == {"user": 2}
+    new, _ = await cases.open_case(
+        NewCase("second_chance", "modmail", "@amy:x", source_key="$ask", chat_room="!dm:x", infraction_id=7),
+        ("$ask", "@amy:x", "user", "second chance please"),
+    )
+    assert new.id == old.id + 1
+    with pytest.raises(sqlite3.IntegrityError):  # one open request per person
+        await cases.open_case(
+            NewCase("second_chance", "modmail", "@amy:x", source_key="$again", chat_room="!dm:x"), None
+        )
+    assert await cases.close(new.id, "granted", "votes", "", None)
+    with pytest.raises(sqlite3.IntegrityError, match="final"):
+        async with ledger.transaction() as db:
+            await db.execute("UPDATE cases SET outcome = 'denied' WHERE id = ?", (new.id,))
+    with pytest.raises(sqlite3.IntegrityError, match="never deleted"):
+        async with ledger.transaction() as db:
+            await db.execute("DELETE FROM cases WHERE id = ?", (old.id,))
