@@ -603,6 +603,15 @@ class Bot:
             await self._room_protected(room_id)
         log.info("accepted_invite", room_id=room_id)
 
+    async def join_watched(self, room: str) -> str:
+        """Join (once) a room a feature watches without protecting it (a suggestions room); what
+        was said there before the join is history, never acted on. Returns the room's id."""
+        room_id = await self.hs.resolve_alias(room) if room.startswith("#") else room
+        if room_id in set(await self.hs.joined_rooms()):
+            await self.ensure_state(room_id)
+            return str(room_id)
+        return await self._join_new(room, room_id)
+
     async def ensure_state(self, room_id: str) -> None:
         """Read ``room_id``'s whole state once in this run (a direct chat quiet since the start
         is known only by what syncs said of it)."""

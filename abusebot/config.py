@@ -433,9 +433,7 @@ def _suggestions(value: Any, path: str) -> SuggestionsConfig:
     _known(section, path, ("room", "threshold", "vote_reactions"))
     room = section.get("room")
     if room is not None:
-        room = _string(room, f"{path}.room", "a room id (!…) or alias (#…)")
-        if not room.startswith(("!", "#")) or ":" not in room:
-            raise ConfigError(f"{path}.room", "a room id (!…) or alias (#…)", room)
+        room = _room(room, f"{path}.room")
     threshold = _integer(section.get("threshold", 10), f"{path}.threshold", 0, 1_000_000)
     reactions = section.get("vote_reactions", ["👍", "👎"])
     if not isinstance(reactions, list) or not reactions or len(reactions) > 10:

@@ -53,7 +53,7 @@ class Feature:
     """One capability on the host. Subclasses set the class attributes and override what they use."""
 
     name: ClassVar[str] = ""
-    roles: ClassVar[frozenset[Role]] = frozenset()
+    roles: ClassVar[frozenset[Role | str]] = frozenset()
     #: ``None``: every event type.
     event_types: ClassVar[frozenset[str] | None] = None
     #: SQL scripts, applied once each in order (the host records which ran, per feature).
