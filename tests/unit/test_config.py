@@ -246,3 +246,53 @@ def test_bad_community_sections_name_the_key_path(community: dict[str, object], 
     with pytest.raises(ConfigError) as caught:
         parse_config({**base, "community": community})
     assert caught.value.path == path
+
+
+def test_the_second_chance_and_suggestions_sections_read_as_the_contract_writes_them() -> None:
+    """The contract's YAML, as written, and the policy's defaults when it is absent."""
+    contract = yaml.safe_load(
+        """
+second_chance:
+  after: 30d
+  probation: 30d
+suggestions:
+  room: null
+  threshold: 10
+  vote_reactions: ["👍", "👎"]
+"""
+    )
+    config = parse_config(minimal(**contract))
+    assert (config.second_chance.after_s, config.second_chance.probation_s) == (30 * 86400, 30 * 86400)
+    assert config.suggestions.room is None
+    assert (config.suggestions.threshold, config.suggestions.vote_reactions) == (10, ("👍", "👎"))
+    assert parse_config(minimal()).second_chance == config.second_chance
+    set_up = parse_config(minimal(suggestions={"room": "#ideas:example.org", "threshold": 0}))
+    assert (set_up.suggestions.room, set_up.suggestions.threshold) == ("#ideas:example.org", 0)
+
+
+def test_the_sample_config_is_a_valid_config() -> None:
+    """``config.sample.yaml`` (every key, commented) loads as it is."""
+    sample = yaml.safe_load((Path(__file__).parents[2] / "config.sample.yaml").read_text(encoding="utf-8"))
+    config = parse_config(sample)
+    assert config.suggestions.vote_reactions == ("👍", "👎")
+
+
+@pytest.mark.parametrize(
+    ("section", "path"),
+    [
+        ({"second_chance": {"after": "soon"}}, "second_chance.after"),
+        ({"second_chance": {"probation": 30}}, "second_chance.probation"),
+        ({"second_chance": {"probation": "0s"}}, "second_chance.probation"),
+        ({"second_chance": {"forever": True}}, "second_chance.forever"),
+        ({"suggestions": {"room": "ideas"}}, "suggestions.room"),
+        ({"suggestions": {"threshold": -1}}, "suggestions.threshold"),
+        ({"suggestions": {"threshold": "10"}}, "suggestions.threshold"),
+        ({"suggestions": {"vote_reactions": "👍"}}, "suggestions.vote_reactions"),
+        ({"suggestions": {"vote_reactions": []}}, "suggestions.vote_reactions"),
+        ({"suggestions": {"vote_reactions": ["👍", "👍"]}}, "suggestions.vote_reactions[1]"),
+        ({"suggestions": {"vote_reactions": ["👍", 5]}}, "suggestions.vote_reactions[1]"),
+        ({"suggestions": {"colour": "red"}}, "suggestions.colour"),
+    ],
+)
+def test_bad_second_chance_and_suggestions_values_name_the_key_path(section: dict[str, Any], path: str) -> None:
+    assert config_error(minimal(**section)).path == path

@@ -493,3 +493,24 @@ async def test_a_length_given_runs_from_the_time_of_recording(ledger: Ledger) ->
     )
     assert inf.expires_at is not None
     assert inf.expires_at - inf.created_at == week
+
+
+async def test_a_table_rebuild_that_would_orphan_rows_is_rolled_back(ledger: Ledger) -> None:
+    """A feature migration that rebuilds a table runs with foreign keys off and is checked
+    before its commit: one that leaves a child row without its parent changes nothing."""
+    parent = "CREATE TABLE p (id INTEGER PRIMARY KEY);\nCREATE TABLE c (p_id INTEGER NOT NULL REFERENCES p (id));"
+    await ledger.migrate_feature("demo", (parent,))
+    async with ledger.transaction() as db:
+        await db.execute("INSERT INTO p (id) VALUES (1)")
+        await db.execute("INSERT INTO c (p_id) VALUES (1)")
+    broken = "PRAGMA foreign_keys = OFF;\nCREATE TABLE p2 (id INTEGER PRIMARY KEY);"
+    broken += "\nDROP TABLE p;\nALTER TABLE p2 RENAME TO p;"
+    with pytest.raises(LedgerError, match="broke foreign keys"):
+        await ledger.migrate_feature("demo", (parent, broken))
+    assert await ledger.fetch("SELECT id FROM p") == [(1,)]
+    assert await ledger.fetch("SELECT version FROM feature_migrations WHERE feature = 'demo'") == [(1,)]
+    assert await ledger.fetch("PRAGMA foreign_keys") == [(1,)]
+    kept = "PRAGMA foreign_keys = OFF;\nCREATE TABLE p2 (id INTEGER PRIMARY KEY);\nINSERT INTO p2 SELECT id FROM p;"
+    kept += "\nDROP TABLE p;\nALTER TABLE p2 RENAME TO p;"
+    await ledger.migrate_feature("demo", (parent, kept))
+    assert await ledger.fetch("PRAGMA foreign_key_check") == []
