@@ -41,7 +41,8 @@ from benchmarks._stats import percentile
 
 
 class Arrivals:
-    """A person's own ``/sync`` loop noting when each message body first arrived."""
+    """A person's own ``/sync`` loop noting when each message body first arrived (its ``T-``
+    tokens), and each reaction (as ``"<sender> <event id> <key>"``)."""
 
     def __init__(self, person: Person) -> None:
         self.person = person
@@ -69,6 +70,10 @@ class Arrivals:
                 since = reply["next_batch"]
                 for joined in (reply.get("rooms", {}).get("join") or {}).values():
                     for event in joined.get("timeline", {}).get("events", []):
+                        relates = (event.get("content") or {}).get("m.relates_to") or {}
+                        if event.get("type") == "m.reaction":  # "<sender> <event> <key>"
+                            mark = f"{event.get('sender')} {relates.get('event_id')} {relates.get('key')}"
+                            self.seen.setdefault(mark, now)
                         body = (event.get("content") or {}).get("body")
                         if isinstance(body, str):
                             for token in body.split():
