@@ -271,7 +271,10 @@ class SecondChanceFeature(Feature):
                 return
             verdict = await self.eligibility(user)
             row = await self._record(event, user, why[:MAX_STATEMENT], verdict)
-            if row is None:  # the same request from two chats at once: one is considered
+            if row is None:  # another request of theirs opened its case first: that one is considered
+                await self.cases.tell(
+                    None, user, room, _lines("Your request for a second chance is already being considered."), key
+                )
                 return
         if row.state == "ineligible":
             await self.cases.tell(None, user, room, _lines(row.refusal or "", TEAM), key)
@@ -537,6 +540,8 @@ class SecondChanceFeature(Feature):
         outcome = await self.bot.moderation.ban(
             user, reason, actor, Scope.everywhere(self.bot.store), level=ladder.top if ladder else None
         )
+        if not outcome.ok and not outcome.refused:  # the vote's job runs this again, and says so
+            raise RuntimeError(f"vote #{vote.id}: the ban failed: {outcome.summary}")
         if outcome.ok and self.bot.policies is not None and self.bot.policies.publish_room is not None:
             await self.bot.policies.publish_ban(user, reason)
         if row is not None:
