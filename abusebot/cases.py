@@ -36,6 +36,25 @@ SECOND_CHANCE_OUTCOMES = ("granted", "denied")
 #: What a transcript keeps of one message (the relayed copy is cut shorter, to fit one event).
 MAX_BODY = 10_000
 
+#: The cases table's indexes and triggers (made with the table, and again when it is rebuilt).
+_GUARDS = """
+    CREATE INDEX cases_by_state ON cases (state, id);
+    CREATE INDEX cases_by_opener ON cases (opener, state);
+    CREATE INDEX cases_by_chat ON cases (chat_room, state);
+    CREATE INDEX cases_by_subject_event ON cases (subject_event) WHERE subject_event IS NOT NULL;
+    CREATE UNIQUE INDEX cases_by_root ON cases (root_event) WHERE root_event IS NOT NULL;
+    CREATE UNIQUE INDEX cases_one_open_appeal ON cases (infraction_id) WHERE kind = 'appeal' AND state = 'open';
+    CREATE UNIQUE INDEX cases_one_open_report ON cases (subject_event) WHERE kind = 'report' AND state = 'open';
+    CREATE TRIGGER cases_never_deleted BEFORE DELETE ON cases
+    BEGIN SELECT RAISE(ABORT, 'cases are never deleted'); END;
+    CREATE TRIGGER cases_identity_frozen
+    BEFORE UPDATE OF id, kind, channel, opener, opened_at, source_key, infraction_id, appeal_reason ON cases
+    BEGIN SELECT RAISE(ABORT, 'a case''s identity fields cannot change'); END;
+    CREATE TRIGGER cases_outcome_final BEFORE UPDATE OF outcome, state, closed_at ON cases
+    WHEN OLD.state = 'closed'
+    BEGIN SELECT RAISE(ABORT, 'a closed case''s outcome is final'); END;
+"""
+
 MIGRATIONS = (
     """
     CREATE TABLE cases (
@@ -62,23 +81,9 @@ MIGRATIONS = (
         appeal_reason    TEXT,
         CHECK ((state = 'closed') = (outcome IS NOT NULL AND closed_at IS NOT NULL))
     );
-    CREATE INDEX cases_by_state ON cases (state, id);
-    CREATE INDEX cases_by_opener ON cases (opener, state);
-    CREATE INDEX cases_by_chat ON cases (chat_room, state);
-    CREATE INDEX cases_by_subject_event ON cases (subject_event) WHERE subject_event IS NOT NULL;
-    CREATE UNIQUE INDEX cases_by_root ON cases (root_event) WHERE root_event IS NOT NULL;
-    CREATE UNIQUE INDEX cases_one_open_appeal ON cases (infraction_id) WHERE kind = 'appeal' AND state = 'open';
-    CREATE UNIQUE INDEX cases_one_open_report ON cases (subject_event) WHERE kind = 'report' AND state = 'open';
-
-    CREATE TRIGGER cases_never_deleted BEFORE DELETE ON cases
-    BEGIN SELECT RAISE(ABORT, 'cases are never deleted'); END;
-    CREATE TRIGGER cases_identity_frozen
-    BEFORE UPDATE OF id, kind, channel, opener, opened_at, source_key, infraction_id, appeal_reason ON cases
-    BEGIN SELECT RAISE(ABORT, 'a case''s identity fields cannot change'); END;
-    CREATE TRIGGER cases_outcome_final BEFORE UPDATE OF outcome, state, closed_at ON cases
-    WHEN OLD.state = 'closed'
-    BEGIN SELECT RAISE(ABORT, 'a closed case''s outcome is final'); END;
-
+"""
+    + _GUARDS
+    + """
     CREATE TABLE case_messages (
         id             INTEGER PRIMARY KEY AUTOINCREMENT,
         case_id        INTEGER NOT NULL REFERENCES cases (id),
@@ -157,22 +162,10 @@ MIGRATIONS = (
     INSERT INTO cases_v2 SELECT * FROM cases;
     DROP TABLE cases;
     ALTER TABLE cases_v2 RENAME TO cases;
-    CREATE INDEX cases_by_state ON cases (state, id);
-    CREATE INDEX cases_by_opener ON cases (opener, state);
-    CREATE INDEX cases_by_chat ON cases (chat_room, state);
-    CREATE INDEX cases_by_subject_event ON cases (subject_event) WHERE subject_event IS NOT NULL;
-    CREATE UNIQUE INDEX cases_by_root ON cases (root_event) WHERE root_event IS NOT NULL;
-    CREATE UNIQUE INDEX cases_one_open_appeal ON cases (infraction_id) WHERE kind = 'appeal' AND state = 'open';
-    CREATE UNIQUE INDEX cases_one_open_report ON cases (subject_event) WHERE kind = 'report' AND state = 'open';
+"""
+    + _GUARDS
+    + """
     CREATE UNIQUE INDEX cases_one_open_second_chance ON cases (opener) WHERE kind = 'second_chance' AND state = 'open';
-    CREATE TRIGGER cases_never_deleted BEFORE DELETE ON cases
-    BEGIN SELECT RAISE(ABORT, 'cases are never deleted'); END;
-    CREATE TRIGGER cases_identity_frozen
-    BEFORE UPDATE OF id, kind, channel, opener, opened_at, source_key, infraction_id, appeal_reason ON cases
-    BEGIN SELECT RAISE(ABORT, 'a case''s identity fields cannot change'); END;
-    CREATE TRIGGER cases_outcome_final BEFORE UPDATE OF outcome, state, closed_at ON cases
-    WHEN OLD.state = 'closed'
-    BEGIN SELECT RAISE(ABORT, 'a closed case''s outcome is final'); END;
     """,
 )
 

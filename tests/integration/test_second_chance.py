@@ -11,6 +11,7 @@ from typing import Any
 
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import Person, World
+from tests.integration.cases_helpers import command
 from tests.integration.test_cases import CASE, _dm_room_of, from_bot, in_history
 from tests.integration.test_loop import ledger_query, wait_until
 from tests.integration.test_votes import POLL, VOTES, answer, result
@@ -51,11 +52,6 @@ async def ask(w: World, person: Person, notices: str, why: str) -> tuple[int, in
     question = poll["content"][POLL]["question"]["org.matrix.msc1767.text"]
     vote = int(question.split("vote #", 1)[1].split(":", 1)[0])
     return case, vote, str(poll["event_id"])
-
-
-async def command(w: World, text: str) -> str:
-    event = await w.mod.say(w.management, text)
-    return await w.mod.wait_for_reply(w.management, event, timeout=30)
 
 
 async def test_a_second_chance_refused_too_early_then_granted_then_lost_for_good(

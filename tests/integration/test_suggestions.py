@@ -11,6 +11,7 @@ from pathlib import Path
 from abusebot.matrix import q
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import Person, World
+from tests.integration.cases_helpers import command
 from tests.integration.test_cases import from_bot
 from tests.integration.test_loop import ledger_query, wait_until
 
@@ -37,11 +38,6 @@ async def marked(person: Person, room: str, event_id: str, sender: str, want: se
         return await marks(person, room, event_id, sender) == want
 
     await wait_until(done, 30, what)
-
-
-async def command(w: World, text: str) -> str:
-    event = await w.mod.say(w.management, text)
-    return await w.mod.wait_for_reply(w.management, event, timeout=30)
 
 
 async def test_suggestions_are_voted_flagged_once_and_their_states_mirrored(
