@@ -555,6 +555,8 @@ class Bot:
                 text = f"⚠️ I am no longer in {self.store.label(room_id)} ({room_id}); I cannot protect it."
                 log.error("removed_from_room", room_id=room_id)
                 await self.moderation.post(Message(text, html.escape(text)))
+            elif self.host.roles_of(room_id):
+                await self.host.room_left(room_id)
         if self._batch_tasks:
             # Actions started by this batch run concurrently; the checkpoint waits for all of them.
             await asyncio.gather(*self._batch_tasks, return_exceptions=True)

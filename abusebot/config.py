@@ -428,6 +428,10 @@ def _second_chance(value: Any, path: str) -> SecondChanceConfig:
     )
 
 
+#: The suggestions' state marks (discussing, approved, denied, implemented): no vote reaction may be one.
+STATE_MARKS = frozenset({"🟠", "🟢", "🔴", "🔵"})
+
+
 def _suggestions(value: Any, path: str) -> SuggestionsConfig:
     section = _mapping(value, path)
     _known(section, path, ("room", "threshold", "vote_reactions"))
@@ -441,8 +445,12 @@ def _suggestions(value: Any, path: str) -> SuggestionsConfig:
     keys: list[str] = []
     for i, key in enumerate(reactions):
         text = _string(key, f"{path}.vote_reactions[{i}]", "an emoji, like 👍")
-        if not text.strip() or len(text) > 20 or text in keys:
-            raise ConfigError(f"{path}.vote_reactions[{i}]", "an emoji (up to 20 characters), each once", text)
+        plain = text.replace("\ufe0f", "")
+        # 👍 and 👍️ are one vote; 🟠 🟢 🔴 🔵 are the staff's states, never votes.
+        if len(text) > 20 or plain in {k.replace("\ufe0f", "") for k in keys} or plain in STATE_MARKS:
+            raise ConfigError(
+                f"{path}.vote_reactions[{i}]", "an emoji (up to 20 characters), each once, none of 🟠 🟢 🔴 🔵", text
+            )
         keys.append(text)
     return SuggestionsConfig(room=room, threshold=threshold, vote_reactions=tuple(keys))
 
@@ -509,6 +517,9 @@ def parse_config(data: Any, base: Path | None = None, source: Path | None = None
     if community.reports.command.lower() == prefix.lower():
         raise ConfigError("community.reports.command", f"a word other than the command prefix {prefix}", prefix)
 
+    suggestions = _optional(data, "suggestions", _suggestions, SuggestionsConfig())
+    if suggestions.room is not None and suggestions.room == management_room:
+        raise ConfigError("suggestions.room", "a room other than the management room", suggestions.room)
     return Config(
         homeserver=homeserver.rstrip("/"),
         user_id=user_id,
@@ -527,7 +538,7 @@ def parse_config(data: Any, base: Path | None = None, source: Path | None = None
         logging=_optional(data, "logging", _logging, LoggingConfig()),
         votes=_optional(data, "votes", _votes, VotesConfig()),
         second_chance=_optional(data, "second_chance", _second_chance, SecondChanceConfig()),
-        suggestions=_optional(data, "suggestions", _suggestions, SuggestionsConfig()),
+        suggestions=suggestions,
         community_name=community.name,
         rules=community.rules,
         modmail=community.modmail,

@@ -11,7 +11,8 @@ A feature declares:
 * its commands: rows for the one command table (:class:`abusebot.commands.Spec`), which the
   one authorization checkpoint guards like every other command;
 * ``migrations``: its own tables, applied once each, in order, recorded per feature;
-* ``start`` / ``stop``, ``room_added`` (a room protected while running), and ``status()``
+* ``start`` / ``stop``, ``room_added`` (a room protected while running), ``room_left`` (the bot
+  is out of one of its rooms), and ``status()``
   lines for ``!mod status``.
 
 The core never names a feature: the bot loads them from :data:`FACTORIES` (each module of
@@ -74,6 +75,9 @@ class Feature:
 
     async def room_added(self, room_id: str) -> None:
         """A room became protected while running (joined late, upgraded, invited): its state is known."""
+
+    async def room_left(self, room_id: str) -> None:
+        """The bot is no longer in a room of one of this feature's roles (kicked, banned, left)."""
 
     def wants_invite(self, room_id: str, inviter: str, direct: bool) -> bool:
         """Whether the bot should accept an invite to a room it is not configured for (the
@@ -172,6 +176,18 @@ class Host:
                 await feature.room_added(room_id)
             except Exception as err:
                 log.exception("room_added_failed", feature=feature.name, room_id=room_id, error=repr(err))
+
+    async def room_left(self, room_id: str) -> None:
+        """Tell the features whose roles ``room_id`` has that the bot is out of it; one failing
+        never skips the others."""
+        roles = self.roles_of(room_id)
+        for feature in self.features.values():
+            if feature.roles.isdisjoint(roles):
+                continue
+            try:
+                await feature.room_left(room_id)
+            except Exception as err:
+                log.exception("room_left_failed", feature=feature.name, room_id=room_id, error=repr(err))
 
     def invite_owner(self, room_id: str, inviter: str, direct: bool) -> Feature | None:
         """The first feature that wants an invite to an unconfigured room, if any."""

@@ -49,6 +49,7 @@ STATES = ("discussing", "approved", "denied", "implemented")
 #: The staff's reactions, and the bot's mirror of them.
 MARKS = {"discussing": "🟠", "approved": "🟢", "denied": "🔴", "implemented": "🔵"}
 STATE_OF_MARK = {mark: state for state, mark in MARKS.items()}
+_NUMBER = re.compile(r"#?[0-9]{1,11}")
 _EVENT_ID = re.compile(r"\$[A-Za-z0-9_\-+/=.:]{1,255}")
 
 MIGRATIONS = (
@@ -157,7 +158,7 @@ def plain_key(key: str) -> str:
 def reference(text: str) -> str | int | None:
     """A suggestion named by ``#N`` / ``N``, an event id, or a matrix.to / ``matrix:`` link."""
     word = text.strip()
-    if word.lstrip("#").isdigit() and len(word) < 12:
+    if _NUMBER.fullmatch(word):
         return int(word.lstrip("#"))
     decoded = unquote(word)
     if decoded.startswith("matrix:") and "/e/" in decoded:
@@ -179,6 +180,8 @@ class SuggestionsFeature(Feature):
         self.config: SuggestionsConfig = bot.config.suggestions
         self.ledger = bot.ledger
         self.room_id: str | None = None
+        #: The configured room's id once known (an alias resolves to it), joined or not.
+        self.wanted_id: str | None = None
         self.problem: str | None = None
         self._votes = {plain_key(key) for key in self.config.vote_reactions}
         self._locks: dict[int, asyncio.Lock] = {}
@@ -192,9 +195,14 @@ class SuggestionsFeature(Feature):
         if room is None:
             return
         try:
-            self.room_id = await self.bot.join_watched(room)
+            self.wanted_id = await self.bot.hs.resolve_alias(room) if room.startswith("#") else room
+            if self.wanted_id == self.bot.store.management_id:
+                self.problem = f"{room} is the management room: it cannot be the suggestions room too"
+                log.error("suggestions_room_is_management", room=room)
+                return
+            self.room_id = await self.bot.join_watched(self.wanted_id)
         except Exception as err:  # said in !mod status; the rest of the bot runs on
-            self.problem = f"cannot join {room}: {err}"
+            self.problem = f"cannot join {room}: {err}; invite me"
             log.error("suggestions_room_unjoined", room=room, error=str(err))
             return
         for suggestion in await self._select("flagged_at IS NOT NULL AND flag_event IS NULL"):
@@ -203,12 +211,26 @@ class SuggestionsFeature(Feature):
             await self.mirror(suggestion.id)
 
     def wants_invite(self, room_id: str, inviter: str, direct: bool) -> bool:
-        """An invite to the configured room, when the bot could not join it by itself."""
-        return self.problem is not None and self.config.room == room_id and not direct
+        """An invite to the configured room (by id, or the id its alias names), when the bot is
+        not in it: it could not join at start, or was removed since."""
+        wanted = room_id in (self.config.room, self.wanted_id) and room_id != self.bot.store.management_id
+        return wanted and self.room_id is None and not direct
 
     async def accepted(self, room_id: str, inviter: str) -> None:
         """Joined after an invite: watched from now on."""
-        self.room_id, self.problem = room_id, None
+        self.room_id, self.wanted_id, self.problem = room_id, room_id, None
+        log.info("suggestions_room_joined", room_id=room_id, inviter=inviter)
+
+    async def room_left(self, room_id: str) -> None:
+        """Removed from the suggestions room: said in the management room and ``!mod status``;
+        an invite brings the bot back."""
+        if room_id != self.room_id:
+            return
+        self.room_id = None
+        self.problem = f"I am no longer in {self.config.room}; invite me back to watch it"
+        text = f"⚠️ Suggestions: {self.problem}."
+        log.error("suggestions_room_left", room_id=room_id)
+        await self.bot.moderation.post(text_message(text))
 
     def status(self) -> list[str]:
         """The room, or why it is not watched."""
@@ -252,9 +274,10 @@ class SuggestionsFeature(Feature):
         elif event.type == "m.room.redaction" and event.redacts:
             async with self.ledger.transaction() as db:
                 await db.execute(
-                    "UPDATE suggestion_votes SET redacted_at = ? WHERE event_id = ? AND voter = ?"
-                    " AND redacted_at IS NULL",
-                    (now_ms(), event.redacts, event.sender),
+                    # Whoever redacted it (the voter, or a moderator of the room: the homeserver
+                    # let them), the reaction is gone, and its vote with it.
+                    "UPDATE suggestion_votes SET redacted_at = ? WHERE event_id = ? AND redacted_at IS NULL",
+                    (now_ms(), event.redacts),
                 )
 
     async def _message(self, event: Event) -> None:
@@ -385,8 +408,8 @@ class SuggestionsFeature(Feature):
             await self.ledger.audit(
                 actor=by,
                 action="suggestion_state",
-                outcome="done" if changed else "unchanged",
-                reason=note or None,
+                outcome="done" if changed else "ignored",
+                reason=note or (None if changed else "the state it had already"),
                 event_id=source,
                 detail={"suggestion": suggestion.id, "state": state, "how": how},
             )
