@@ -869,7 +869,7 @@ class Moderation:
         if refused:
             return refused
         scope, skipped = self.reachable(scope, "unban")
-        banned = [room for room in scope.rooms if await self._membership(room, subject) == "ban"]
+        banned = [room for room in scope.rooms if await self.membership(room, subject) == "ban"]
         active = [inf for inf in await self.ledger.active(subject, "ban") if scope.key in (ALL_ROOMS, inf.scope)]
         if not banned and not active:
             return Outcome(False, f"{subject} is not banned in {self.where(scope)}.")
@@ -908,7 +908,7 @@ class Moderation:
         if refused:
             return refused
         reach, skipped = self.reachable(scope, "kick")
-        present = [r for r in reach.rooms if await self._membership(r, subject) in ("join", "invite", "knock")]
+        present = [r for r in reach.rooms if await self.membership(r, subject) in ("join", "invite", "knock")]
         if not present:
             if skipped:
                 return await self._nowhere("kick", subject, scope, actor, skipped)
@@ -1229,7 +1229,7 @@ class Moderation:
             return await self._restore_levels(inf.subject, {**undo, "rooms": kept})
         if inf.kind == "ban":
             rooms = [
-                r for r in self.rooms_of(inf) if r not in covered and await self._membership(r, inf.subject) == "ban"
+                r for r in self.rooms_of(inf) if r not in covered and await self.membership(r, inf.subject) == "ban"
             ]
             why = reason or f"#{inf.id} expired"
             rows = [intent("unban", room, user=inf.subject, reason=why) for room in rooms]
@@ -1265,7 +1265,7 @@ class Moderation:
         await self._run_pending(inf.id)
         return True
 
-    async def _membership(self, room_id: str, user_id: str) -> str | None:
+    async def membership(self, room_id: str, user_id: str) -> str | None:
         """The user's membership, read fresh from the homeserver (our cache may lag)."""
         try:
             content = await self.api.hs.state_event(room_id, "m.room.member", user_id)

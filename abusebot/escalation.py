@@ -9,7 +9,7 @@ failed). The community's rules on top of the ladder:
 * a user new to the community whose first activity is a *major* violation (a banned phrase,
   invite spam, mass mentions) joined only to break the rules: the top rung (permanent ban) at
   once. A minor one (links, an @room) gets the ordinary first step, like anyone's;
-* a user on probation (second chance) goes straight to the top rung;
+* a user on probation (second chance) goes straight to a permanent ban (the top level);
 * moderators may start at any level: their ``!mod mute`` / ``!mod ban`` record the level that
   sanction stands for (:func:`level_for`), and the ladder continues from there.
 """
@@ -123,8 +123,10 @@ class Ladder:
         """The next consequence for a user with ``history`` (any order) who just violated a rule."""
         next_level = min(self.top, self.current_level(history, now_ms) + 1)
         if probation:
-            why = "on probation: any violation means the top of the ladder"
-            return Decision(self.top, self.steps[-1], why, skipped=next_level < self.top)
+            # The policy: on probation the only sanction is a permanent ban, whatever the top
+            # rung of this community's ladder is.
+            why = "on probation after a second chance: any violation means a permanent ban"
+            return Decision(self.top, Step("ban"), why, skipped=next_level < self.top)
         if first_activity and not minor:
             why = "joined only to break the rules: new to the community, and the first activity was a major violation"
             return Decision(self.top, self.steps[-1], why, skipped=next_level < self.top)

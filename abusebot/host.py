@@ -11,9 +11,9 @@ A feature declares:
 * its commands: rows for the one command table (:class:`abusebot.commands.Spec`), which the
   one authorization checkpoint guards like every other command;
 * ``migrations``: its own tables, applied once each, in order, recorded per feature;
-* ``start`` / ``stop``, ``room_added`` (a room protected while running), ``room_left`` (the bot
-  is out of one of its rooms), and ``status()``
-  lines for ``!mod status``.
+* ``start`` / ``ready`` (every feature started) / ``stop``, ``room_added`` (a room protected
+  while running), ``room_left`` (the bot is out of one of its rooms), and ``status()`` lines for
+  ``!mod status``.
 
 The core never names a feature: the bot loads them from :data:`FACTORIES` (each module of
 :mod:`abusebot.features` registers its own), and everything else goes through this host.
@@ -66,6 +66,10 @@ class Feature:
 
     async def start(self) -> None:
         """Called once the rooms are joined and before the first event."""
+
+    async def ready(self) -> None:
+        """Called once every feature has started (what needs the others' hooks in place: a
+        case's root that another feature renders)."""
 
     async def stop(self) -> None:
         """Called when the bot stops (pending work is in the ledger already)."""
@@ -160,6 +164,8 @@ class Host:
                 await self.ledger.migrate_feature(feature.name, feature.migrations)
         for feature in self.features.values():
             await feature.start()
+        for feature in self.features.values():
+            await feature.ready()
 
     async def stop(self) -> None:
         """Stop the features, the last added first; one failing never keeps the others running."""

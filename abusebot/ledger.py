@@ -934,18 +934,47 @@ class Ledger:
     ) -> int:
         """Append one audit row (an action taken, refused, failed, or a command ignored)."""
         async with self.transaction() as db:
-            return await _insert_audit(
+            return await self.audit_in(
                 db,
                 actor=actor,
                 action=action,
+                outcome=outcome,
                 subject=subject,
                 room=room,
                 infraction_id=infraction_id,
-                outcome=outcome,
                 reason=reason,
-                detail=detail or {},
+                detail=detail,
                 event_id=event_id,
             )
+
+    @staticmethod
+    async def audit_in(
+        db: aiosqlite.Connection,
+        *,
+        actor: str,
+        action: str,
+        outcome: str,
+        subject: str | None = None,
+        room: str | None = None,
+        infraction_id: int | None = None,
+        reason: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+        event_id: str | None = None,
+    ) -> int:
+        """Append one audit row inside the caller's transaction (``db`` from :meth:`transaction`):
+        written with the change it records, or not at all."""
+        return await _insert_audit(
+            db,
+            actor=actor,
+            action=action,
+            subject=subject,
+            room=room,
+            infraction_id=infraction_id,
+            outcome=outcome,
+            reason=reason,
+            detail=detail or {},
+            event_id=event_id,
+        )
 
     async def audit_rows(self, infraction_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Audit rows, newest first (all, or those of one infraction)."""

@@ -156,15 +156,18 @@ class CasesFeature(Feature):
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Finish what a crash cut short (a root posted, its id not noted), count the open cases,
-        and start polling the homeserver's reports when asked to."""
+        """Count the open cases, and start polling the homeserver's reports when asked to."""
+        await self._count()
+        if self.config.reports.poll_homeserver_reports:
+            self._poller = asyncio.create_task(self._poll_forever(), name="homeserver reports")
+
+    async def ready(self) -> None:
+        """Finish what a crash cut short (a root posted, its id not noted); once every feature
+        has started, so that a root another feature renders (a second chance) is its own."""
         for case in await self.cases.roots_missing():
             with contextlib.suppress(Exception):
                 # A root that failed before is tried under a fresh key (a failure is final for its key).
                 await self._root(case) or await self._root(case, retry=f"start:{now_ms() // 60_000}")
-        await self._count()
-        if self.config.reports.poll_homeserver_reports:
-            self._poller = asyncio.create_task(self._poll_forever(), name="homeserver reports")
 
     async def stop(self) -> None:
         """Stop polling."""
@@ -315,6 +318,8 @@ class CasesFeature(Feature):
                 f"Close it with {prefix} case close {case.id} actioned|no-action|duplicate|invalid [note…].",
             )
             return message, []
+        if case.kind != "mention":  # a kind whose feature is not loaded: a plain line, never an alert
+            return _lines(f"📁 {KIND_LABEL.get(case.kind, case.kind)} — case #{case.id} from {case.opener}:", first), []
         pinged = self._ping_allowed(case.subject_room or "")
         moderators = self.bot.moderation.staff.moderators() if pinged else []
         plain = _lines(

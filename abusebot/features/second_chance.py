@@ -407,12 +407,15 @@ class SecondChanceFeature(Feature):
                         "UPDATE second_chances SET state = 'denied', decided_at = ? WHERE id = ? AND state = 'voting'",
                         (at, row.id),
                     )
-            await self.ledger.audit(
-                actor=f"vote #{vote.id}",
-                action="second_chance_decided",
-                outcome="granted" if granted else "denied",
-                subject=row.user_id,
-            )
+                await self.ledger.audit_in(  # with the decision, or not at all
+                    db,
+                    actor=f"vote #{vote.id}",
+                    action="second_chance_decided",
+                    outcome="done",
+                    subject=row.user_id,
+                    reason="granted" if granted else "denied",
+                    detail={"request": row.id, "case": row.case_id, "vote": vote.id},
+                )
             log.info("second_chance_decided", user=row.user_id, vote=vote.id, granted=granted)
             fresh = await self._one("id = ?", (row.id,))
             assert fresh is not None
@@ -430,30 +433,19 @@ class SecondChanceFeature(Feature):
             self.bot.scheduler.wake.set()
         management = self.bot.store.management_id
         if row.lifted_at is None:
-            # Off our own list first (else it bans them again), then every ban lifted; marked
-            # done last. A later ban (a probation violation) is never lifted by a rerun.
-            if self.bot.policies is not None:
-                await self.bot.policies.unpublish(row.user_id)
-            store = self.bot.store
-            banned = any(store.room(room).memberships().get(row.user_id) == "ban" for room in store.protected)
-            if banned or await self.ledger.active(row.user_id, "ban"):
-                actor = Actor(f"vote #{vote.id}", "system", f"second-chance:{row.id}")
-                outcome = await self.bot.moderation.unban(
-                    row.user_id, f"second chance granted (vote #{vote.id})", actor, Scope.everywhere(store)
-                )
-                if not outcome.ok:  # the vote's job runs this again, with backoff, and says so
-                    raise RuntimeError(f"second chance #{row.id}: the unban failed: {outcome.summary}")
-            async with self.ledger.transaction() as db:
-                await db.execute(
-                    "UPDATE second_chances SET lifted_at = ? WHERE id = ? AND lifted_at IS NULL", (now_ms(), row.id)
-                )
+            await self._lift_forgiven(row, vote)
+        still = await self._still_banned(row)
         others = self.bot.policies.ban_rules("user", row.user_id) if self.bot.policies is not None else []
         if row.case_id is not None:
             await self.cases.cases.close(row.case_id, "granted", f"vote #{vote.id}", "", None)
         case = await self.cases.cases.get(row.case_id or 0)
+        unbanned = (
+            f"The ban is lifted except in {', '.join(still)}, where it could not be lifted yet; the moderators know."
+            if still
+            else "You are no longer banned and may rejoin."
+        )
         terms = _lines(
-            f"Your request for a second chance (case #{row.case_id}) was granted. You are no longer banned and may "
-            "rejoin.",
+            f"Your request for a second chance (case #{row.case_id}) was granted. {unbanned}",
             f"For {format_duration(self.config.probation_s)}, until {when(row.probation_until)}, you are on probation:"
             " breaking any rule in that time means a permanent ban, and there is no further second chance.",
             "After that you are a member like any other; your earlier record stays, and the moderators take it into"
@@ -465,7 +457,13 @@ class SecondChanceFeature(Feature):
         )
         line = (
             f"🔁 Second chance granted to {row.user_id} (case #{row.case_id}, vote #{vote.id}): on probation until"
-            f" {when(row.probation_until)}; unbanned everywhere, and they were told the terms."
+            f" {when(row.probation_until)}; "
+            + (
+                f"⚠️ still banned in {', '.join(still)}: I could not unban them there, lift it by hand;"
+                if still
+                else "unbanned everywhere, and"
+            )
+            + " they were told the terms."
         )
         if others:
             line += (
@@ -475,6 +473,46 @@ class SecondChanceFeature(Feature):
         await self.bot.outbox.do(
             self.bot.moderation.send_intent(management, text_message(line), key=f"second-chance:{row.id}", mentions=[])
         )
+
+    async def _lift_forgiven(self, row: Request, vote: Vote) -> None:
+        """Lift the bans the second chance forgives — those from before the decision — off our
+        list first (else it bans them again), then on the homeserver; marked done last. A later
+        ban (a probation violation while a retry waited) is never lifted, nor its rooms unbanned."""
+        store, decided = self.bot.store, row.decided_at or 0
+        bans = await self.ledger.active(row.user_id, "ban")
+        later = [inf for inf in bans if inf.created_at > decided]
+        reason = f"second chance granted (vote #{vote.id})"
+        actor = Actor(f"vote #{vote.id}", "system", f"second-chance:{row.id}")
+        if later:
+            # Banned again already: the forgiven records are closed, the rooms stay banned.
+            for inf in bans:
+                if inf.created_at <= decided:
+                    await self.ledger.update_infraction(
+                        inf.id, state="lifted", actor=actor.name, reason=reason, cancel_jobs=True
+                    )
+        else:
+            if self.bot.policies is not None:
+                await self.bot.policies.unpublish(row.user_id)
+            banned = any(store.room(room).memberships().get(row.user_id) == "ban" for room in store.protected)
+            if banned or bans:
+                outcome = await self.bot.moderation.unban(row.user_id, reason, actor, Scope.everywhere(store))
+                if not outcome.ok:  # the vote's job runs this again, with backoff, and says so
+                    raise RuntimeError(f"second chance #{row.id}: the unban failed: {outcome.summary}")
+        async with self.ledger.transaction() as db:
+            await db.execute(
+                "UPDATE second_chances SET lifted_at = ? WHERE id = ? AND lifted_at IS NULL", (now_ms(), row.id)
+            )
+
+    async def _still_banned(self, row: Request) -> list[str]:
+        """The rooms where the member is still banned after the lift (the bot lacks the power
+        there), unless a later ban of theirs is why."""
+        bans = await self.ledger.active(row.user_id, "ban")
+        if any(inf.created_at > (row.decided_at or 0) for inf in bans):
+            return []
+        store, moderation = self.bot.store, self.bot.moderation
+        return [
+            store.label(room) for room in store.protected if await moderation.membership(room, row.user_id) == "ban"
+        ]
 
     async def _deny(self, row: Request, vote: Vote) -> None:
         if row.case_id is not None:
@@ -528,14 +566,38 @@ class SecondChanceFeature(Feature):
         )
 
     async def violation_decided(self, vote: Vote) -> None:
-        """A violation vote closed: passed means a permanent ban everywhere (keyed by the vote)."""
-        if vote.state != "passed" or vote.subject is None:
+        """A violation vote closed: passed means a permanent ban everywhere, and a violated
+        probation; a probation that ended while it was open ends now."""
+        if vote.subject is None:
             return
         user = vote.subject
-        row = await self._one("user_id = ? AND state = 'granted'", (user,))
+        if vote.state == "passed":
+            await self._ban_for_violation(vote, user)
+            async with self.ledger.transaction() as db:
+                await db.execute(
+                    "UPDATE second_chances SET probation_outcome = 'violated'"
+                    " WHERE user_id = ? AND state = 'granted' AND probation_outcome IS NULL",
+                    (user,),
+                )
+        row = await self.granted(user)
+        if row is not None and row.probation_outcome is None and (row.probation_until or 0) <= now_ms():
+            await self._finish_probation(row)
+        await self._count()
+
+    async def _ban_for_violation(self, vote: Vote, user: str) -> None:
+        """The vote's permanent ban, until one is in force: each attempt is its own record (a
+        failed one stays in the ledger as failed), the next one made under a fresh key."""
+        rows = await self.ledger.fetch(
+            "SELECT state FROM infractions WHERE subject = ? AND kind = 'ban' AND source_event LIKE ?",
+            (user, f"vote-violation:{vote.id}:%"),
+        )
+        states = [str(state) for (state,) in rows]
+        if any(state not in ("failed", "pending") for state in states):
+            return
+        attempt = states.count("failed")  # a pending one (a crash) is the same key: resumed
         detail = vote.question.split("?", 1)[-1].strip()
         reason = f"probation violation (vote #{vote.id})" + (f": {detail}" if detail else "")
-        actor = Actor(f"vote #{vote.id}", "system", f"vote-violation:{vote.id}")
+        actor = Actor(f"vote #{vote.id}", "system", f"vote-violation:{vote.id}:{attempt}")
         ladder = self.bot.commands.ladder
         outcome = await self.bot.moderation.ban(
             user, reason, actor, Scope.everywhere(self.bot.store), level=ladder.top if ladder else None
@@ -544,19 +606,24 @@ class SecondChanceFeature(Feature):
             raise RuntimeError(f"vote #{vote.id}: the ban failed: {outcome.summary}")
         if outcome.ok and self.bot.policies is not None and self.bot.policies.publish_room is not None:
             await self.bot.policies.publish_ban(user, reason)
-        if row is not None:
-            async with self.ledger.transaction() as db:
-                await db.execute(
-                    "UPDATE second_chances SET probation_outcome = 'violated'"
-                    " WHERE id = ? AND probation_outcome IS NULL",
-                    (row.id,),
-                )
-        await self._count()
 
     async def _probation_end(self, job: Job) -> bool:
         row = await self._one("id = ?", (int(job.key),)) if job.key.isdigit() else None
         if row is None or row.probation_until is None:
             return True
+        if row.probation_outcome is None:
+            waiting = await self.ledger.fetch(
+                "SELECT id FROM votes WHERE kind = 'violation' AND subject = ? AND state = 'open' LIMIT 1",
+                (row.user_id,),
+            )
+            if waiting:  # a violation vote decides first; its closing ends the probation
+                log.info("probation_end_waits", request=row.id, vote=int(waiting[0][0]))
+                return True
+        await self._finish_probation(row)
+        return True
+
+    async def _finish_probation(self, row: Request) -> None:
+        """Record how the probation went (once: final), then say so (each post keyed: once)."""
         if row.probation_outcome is None:
             # Violated when anything was held against them in the time (a protection's ban,
             # a vote's, a moderator's): the record says so for good.
@@ -564,15 +631,16 @@ class SecondChanceFeature(Feature):
                 "SELECT id FROM infractions WHERE subject = ? AND kind IN ('warning','mute','kick','ban')"
                 " AND state NOT IN ('pending','failed','pardoned') AND created_at >= ? AND created_at <= ?"
                 " ORDER BY id LIMIT 1",
-                (row.user_id, row.decided_at or 0, row.probation_until),
+                (row.user_id, row.decided_at or 0, row.probation_until or 0),
             )
             async with self.ledger.transaction() as db:
                 await db.execute(
                     "UPDATE second_chances SET probation_outcome = ? WHERE id = ? AND probation_outcome IS NULL",
                     ("violated" if rows else "completed", row.id),
                 )
-            row = await self._one("id = ?", (row.id,))
-            assert row is not None
+            fresh = await self._one("id = ?", (row.id,))
+            assert fresh is not None
+            row = fresh
         management = self.bot.store.management_id
         completed = row.probation_outcome == "completed"
         line = f"⏱️ The probation of {row.user_id} (second chance, case #{row.case_id}) ended: " + (
@@ -592,7 +660,6 @@ class SecondChanceFeature(Feature):
                 case, row.user_id, case.chat_room if case else None, told, f"probation-end-told:{row.id}"
             )
         await self._count()
-        return True
 
     async def history_lines(self, user: str) -> list[str]:
         """``!mod history``: each second-chance request and the probation."""
