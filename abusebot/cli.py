@@ -1,4 +1,4 @@
-"""The ``abusebot`` command: ``run``, ``check-config`` and ``demo``.
+"""The ``abusebot`` command: ``run``, ``check-config``, ``report`` and ``demo``.
 
 Exit status: 0 success, 1 runtime failure, 2 configuration error (one line naming the key).
 """
@@ -252,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-c", "--config", required=True, help="path to the YAML configuration")
     check = sub.add_parser("check-config", help="validate the config, reach the homeserver and log in")
     check.add_argument("-c", "--config", required=True, help="path to the YAML configuration")
+    report = sub.add_parser("report", help="write the anonymised transparency report of a period")
+    report.add_argument("-c", "--config", required=True, help="path to the YAML configuration")
+    report.add_argument("--period", required=True, help="2026H1, 2026H2, 2026 (yearly) or 2026-01..2026-06")
+    report.add_argument("--format", choices=("md", "html", "json"), default="md", help="default: md")
+    report.add_argument("-o", "--output", help="the file to write (default: standard output)")
+    report.add_argument("--notes", help="a Markdown file of the staff's own notes, for a yearly report")
     demo = sub.add_parser("demo", help="run a scripted scenario against a throwaway Synapse")
     demo.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
@@ -265,4 +271,70 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "check-config":
         return asyncio.run(_check(config))
+    if args.command == "report":
+        return _report(config, args.period, args.format, args.output, args.notes)
     return _run(config)
+
+
+def _report(config: Config, period_text: str, fmt: str, output: str | None, notes_path: str | None) -> int:
+    """``report``: read the ledger (also while the bot runs: read-only) and write the report.
+    Progress goes to standard error; the report to ``output`` or standard output."""
+    import sqlite3
+    import time
+    from pathlib import Path
+
+    from abusebot.features.transparency import labels_from
+    from abusebot.transparency import PeriodError, collect, parse_period, render
+
+    def say(text: str) -> None:
+        print(f"abusebot report: {text}", file=sys.stderr, flush=True)
+
+    try:
+        period = parse_period(period_text)
+    except PeriodError as err:
+        print(f"abusebot: config error: --period: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    if not config.ledger_path.exists():
+        print(f"abusebot: config error: data_dir: no ledger at {config.ledger_path}", file=sys.stderr)
+        return EXIT_CONFIG
+    notes = ""
+    if notes_path is not None:
+        try:
+            notes = Path(notes_path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as err:
+            print(
+                f"abusebot: config error: --notes: expected a readable UTF-8 file, got {notes_path} ({err})",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
+    started = time.perf_counter()
+    try:
+        db = sqlite3.connect(f"file:{config.ledger_path}?mode=ro", uri=True, timeout=10)
+        try:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            rows = (
+                db.execute("SELECT room_id, label, role FROM transparency_rooms").fetchall()
+                if ("transparency_rooms" in tables)
+                else []
+            )
+        finally:
+            db.close()
+        say(f"reading the ledger for {period.label} (and {period.previous().label}, for the change)…")
+        stats = collect(
+            config.ledger_path, period, labels_from(rows, config.rules), config.transparency.min_count, notes=notes
+        )
+        say(f"read in {time.perf_counter() - started:.2f} s; rendering {fmt}…")
+        text = render(stats, fmt)
+    except sqlite3.Error as err:
+        print(f"abusebot: cannot read the ledger {config.ledger_path}: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            Path(output).write_text(text, encoding="utf-8")
+        except OSError as err:
+            print(f"abusebot: cannot write {output}: {err}", file=sys.stderr)
+            return EXIT_FAILURE
+        say(f"wrote {output} ({len(text.encode())} bytes) in {time.perf_counter() - started:.2f} s")
+    return EXIT_OK

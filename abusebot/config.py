@@ -110,6 +110,16 @@ class SuggestionsConfig:
 
 
 @attrs.frozen
+class TransparencyConfig:
+    """``transparency``: where the statistics are published, and how small a count may be shown."""
+
+    #: A room id or alias (the community's meta room, say); ``None``: ``!mod stats publish`` refuses.
+    publish_room: str | None = None
+    #: Counts from 1 to ``min_count - 1`` are shown as "fewer than ``min_count``".
+    min_count: int = 3
+
+
+@attrs.frozen
 class Config:
     """The whole validated configuration."""
 
@@ -137,6 +147,7 @@ class Config:
     votes: VotesConfig = VotesConfig()
     second_chance: SecondChanceConfig = SecondChanceConfig()
     suggestions: SuggestionsConfig = SuggestionsConfig()
+    transparency: TransparencyConfig = TransparencyConfig()
     logging: LoggingConfig = LoggingConfig()
     protections: Mapping[str, Any] = attrs.field(factory=dict)
     rooms: Mapping[str, Any] = attrs.field(factory=dict)
@@ -251,6 +262,7 @@ _KNOWN_KEYS = frozenset(
         "votes",
         "second_chance",
         "suggestions",
+        "transparency",
         "protections",
         "rooms",
         "policy_lists",
@@ -455,6 +467,16 @@ def _suggestions(value: Any, path: str) -> SuggestionsConfig:
     return SuggestionsConfig(room=room, threshold=threshold, vote_reactions=tuple(keys))
 
 
+def _transparency(value: Any, path: str) -> TransparencyConfig:
+    section = _mapping(value, path)
+    _known(section, path, ("publish_room", "min_count"))
+    room = section.get("publish_room")
+    return TransparencyConfig(
+        publish_room=None if room is None else _room(room, f"{path}.publish_room"),
+        min_count=_integer(section.get("min_count", 3), f"{path}.min_count", 1, 1000),
+    )
+
+
 def _logging(value: Any, path: str) -> LoggingConfig:
     section = _mapping(value, path)
     for key in section:
@@ -539,6 +561,7 @@ def parse_config(data: Any, base: Path | None = None, source: Path | None = None
         votes=_optional(data, "votes", _votes, VotesConfig()),
         second_chance=_optional(data, "second_chance", _second_chance, SecondChanceConfig()),
         suggestions=suggestions,
+        transparency=_optional(data, "transparency", _transparency, TransparencyConfig()),
         community_name=community.name,
         rules=community.rules,
         modmail=community.modmail,
