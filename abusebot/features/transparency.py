@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -134,6 +135,23 @@ _TABLE = jinja2.Environment(autoescape=True).from_string(
 )
 
 
+_IDENTIFYING = re.compile(r"@|://|[!#$+][^\s:]*:[^\s]+|www\.", re.IGNORECASE)
+_ALIAS = re.compile(r"^#([\w.-]{1,60}):\S+$")
+_UNSAFE = re.compile(r"[^\w\s.,&()'+-]")
+
+
+def public_label(label: str, number: int) -> str:
+    """A room's name as the report may print it: a name that carries an id, an address or a link
+    (a room admin chose it) becomes "room N"; markup characters are dropped; 60 characters."""
+    alias = _ALIAS.match(label.strip())
+    if alias:  # a room known by its alias: the alias's name, without the server
+        label = alias.group(1)
+    if _IDENTIFYING.search(label):
+        return f"room {number}"
+    text = " ".join(_UNSAFE.sub("", label).split())[:60]
+    return text or f"room {number}"
+
+
 def table_message(head: str, period: str, rows: Sequence[tuple[str, str, str]], foot: str) -> Message:
     """Statistics as one message: lines of text, and an HTML table (escaped by the template)."""
     plain = "\n".join([head, *(f"{what.strip()}: {now} ({delta})" for what, now, delta in rows), foot]).strip()
@@ -141,8 +159,10 @@ def table_message(head: str, period: str, rows: Sequence[tuple[str, str, str]], 
 
 
 def labels_from(db_rows: Sequence[tuple[Any, ...]], rules: Sequence[Any]) -> Labels:
-    """The labels ``abusebot report`` and ``!mod stats`` name rooms with (from ``transparency_rooms``)."""
-    rooms = {str(room): str(label) for room, label, role in db_rows if role == "protected"}
+    """The labels ``abusebot report`` and ``!mod stats`` name rooms with (from ``transparency_rooms``),
+    each made safe to publish (:func:`public_label`)."""
+    protected = sorted((str(room), str(label)) for room, label, role in db_rows if role == "protected")
+    rooms = {room: public_label(label, n) for n, (room, label) in enumerate(protected, 1)}
     management = next((str(room) for room, _, role in db_rows if role == "management"), None)
     return Labels(rooms=rooms, management=management, rules=tuple(rules))
 

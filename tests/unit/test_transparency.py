@@ -231,3 +231,24 @@ async def test_the_rollup_gives_the_numbers_the_infractions_give(
         grouped = collect(ledger.path, parse_period(period), labels, 3, raw=True)
         assert kept == grouped, period
     assert "rule 2 (Be kind)" in collect(ledger.path, parse_period("2026"), labels, 3).by_violation
+
+
+@pytest.mark.parametrize(
+    ("label", "printed"),
+    [
+        ("Main", "Main"),
+        ("Off-topic (chat)", "Off-topic (chat)"),
+        ("#help:example.org", "help"),
+        ("@alice:example.org's room", "room 4"),
+        ("write to alice@example.org", "room 4"),
+        ("see https://example.org/x", "room 4"),
+        ("!abcdef:example.org", "room 4"),
+        ("<b>Meta</b> | *x*", "bMetab x"),
+        ("   ", "room 4"),
+    ],
+)
+def test_a_room_name_is_printed_only_when_it_names_no_one(label: str, printed: str) -> None:
+    """A room admin chooses the name: one carrying an id, an address or a link is "room N"."""
+    from abusebot.features.transparency import public_label
+
+    assert public_label(label, 4) == printed
