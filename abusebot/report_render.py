@@ -18,13 +18,15 @@ from abusebot.transparency import (
     Stats,
     folded,
     month_labels,
-    shown,
+    monthly_cells,
+    published,
     small_counts_note,
     summary_rows,
 )
 
 _ENV: dict[bool, jinja2.Environment] = {}
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+_SCRIPT = re.compile(r"<script\b.*?</script>", re.DOTALL | re.IGNORECASE)
 
 
 def _environment(html: bool) -> jinja2.Environment:
@@ -73,40 +75,45 @@ def _chart(kind: str, title: str, labels: Sequence[str], series: Mapping[str, Se
         for name, values in series.items():
             chart.add(name, list(values))
     svg: str = chart.render(is_unicode=True)
-    return _COMMENT.sub("", svg)
+    # pygal puts its settings in a <script> even with js=[]: nothing runs in the report.
+    return _SCRIPT.sub("", _COMMENT.sub("", svg))
 
 
 def charts(stats: Stats) -> dict[str, str]:
-    """The charts of the HTML report: actions by kind per month (a year), reports by channel,
-    outcomes. Small counts are drawn as 0 (a chart cannot say "fewer than N")."""
-    n, f = stats.min_count, stats.figures
+    """The charts of the HTML report: reports by channel, actions by who took them, and for a
+    year the actions month by month and the outcomes. A cell that is not published as a number
+    ("fewer than N", withheld) is drawn as 0: a chart cannot say more than the table."""
+    n = stats.min_count
+    p = published(stats.figures, n)
 
-    def keep(value: int) -> int:
-        return value if value >= n else 0
+    def drawn(value: object) -> int:
+        return value if isinstance(value, int) else 0
 
+    sanctions = [kind for kind in ACTION_KINDS if kind != "removed messages"]
     out = {
         "channels": _chart(
             "pie",
             "Reports by channel",
             [],
-            {CHANNEL_LABELS[c]: [keep(f.reports[c])] for c in CHANNELS if keep(f.reports[c])},
+            {CHANNEL_LABELS[c]: [drawn(p.reports[c])] for c in CHANNELS if drawn(p.reports[c])},
         ),
         "actors": _chart(
             "stacked",
-            "Actions by who took them",
+            "Sanctions by who took them",
             ["moderation team", "room admins", "automatic"],
-            {kind: [keep(f.actions[a][kind]) for a in ACTORS] for kind in ACTION_KINDS},
+            {kind: [drawn(p.actions[a][kind]) for a in ACTORS] for kind in sanctions},
         ),
     }
     if stats.period.yearly:
-        months = list(stats.monthly)
+        cells = monthly_cells(stats)
         out["monthly"] = _chart(
             "stacked",
             "Actions by kind, month by month",
-            month_labels(months),
-            {kind: [keep(stats.monthly[m][kind]) for m in months] for kind in ACTION_KINDS},
+            month_labels(cells),
+            {kind: [drawn(cells[m][kind]) for m in cells] for kind in ACTION_KINDS},
         )
-        out["outcomes"] = _chart("pie", "Outcomes of reports", [], {k: [v] for k, v in folded(stats.outcomes, n)})
+        outcomes = {k: [drawn(v)] for k, v in folded(stats.outcomes, n) if drawn(v)}
+        out["outcomes"] = _chart("pie", "Outcomes of reports", [], outcomes)
     return out
 
 
@@ -124,11 +131,11 @@ def render_template(stats: Stats, fmt: str) -> str:
         "min_count": n,
         "small_counts": small_counts_note(n),
         "definitions": DEFINITIONS,
-        "by_room": [(name, shown(count, n)) for name, count in folded(stats.by_room, n)],
-        "by_violation": [(name, shown(count, n)) for name, count in folded(stats.by_violation, n)],
-        "outcomes": [(name, shown(count, n)) for name, count in folded(stats.outcomes, n)],
+        "by_room": [(name, str(count)) for name, count in folded(stats.by_room, n)],
+        "by_violation": [(name, str(count)) for name, count in folded(stats.by_violation, n)],
+        "outcomes": [(name, str(count)) for name, count in folded(stats.outcomes, n)],
         "months": month_labels(stats.monthly),
-        "monthly": [[shown(stats.monthly[m][k], n) for k in ACTION_KINDS] for m in stats.monthly],
+        "monthly": [[str(cells[k]) for k in ACTION_KINDS] for cells in monthly_cells(stats).values()],
         "kinds": ACTION_KINDS,
         "notes": stats.notes,
         "charts": charts(stats) if html else {},

@@ -49,11 +49,29 @@ CHANNELS = ("modmail", "report", "mention", "homeserver")
 CHANNEL_LABELS = {"modmail": "ModMail", "report": "!report", "mention": "urgent mention", "homeserver": "homeserver"}
 REPORT_KINDS = ("modmail", "report", "mention")
 NO_ACTION = ("no-action", "invalid")
-_PERIOD_HALF = re.compile(r"^(\d{4})H([12])$")
-_PERIOD_YEAR = re.compile(r"^(\d{4})$")
-_PERIOD_RANGE = re.compile(r"^(\d{4})-(\d{2})\.\.(\d{4})-(\d{2})$")
-#: A protection's rule that is a category ("spam: invite link"), not a detail with numbers.
-_CATEGORY = re.compile(r"^[a-z][a-z @'-]{0,40}(: [a-z][a-z @'-]{0,40})?$")
+_PERIOD_HALF = re.compile(r"^([0-9]{4})H([12])$")
+_PERIOD_YEAR = re.compile(r"^([0-9]{4})$")
+_PERIOD_RANGE = re.compile(r"^([0-9]{4})-([0-9]{2})\.\.([0-9]{4})-([0-9]{2})$")
+#: The years a period may name (its previous period, up to ten years before, stays a real date).
+YEARS = (1980, 2999)
+#: The protections' rule categories and details a report may print (their rules' own words).
+PROTECTION_CATEGORIES = frozenset({"spam", "flood", "join flood"})
+RULE_DETAILS = frozenset(
+    {
+        "banned phrase",
+        "banned pattern",
+        "invite link",
+        "invite to another matrix room",
+        "mass mention",
+        "link to a denied domain",
+        "link to a domain not allowed",
+        "too many links",
+        "@room ping",
+        "new member posted a link",
+        "new member posted media",
+        "same message in several rooms",
+    }
+)
 OTHER = "other"
 
 
@@ -102,13 +120,7 @@ class Period:
         first = (index // 12, index % 12 + 1)
         index_last = year * 12 + (month - 1) - 1
         last = (index_last // 12, index_last % 12 + 1)
-        if self.yearly:
-            label = str(first[0])
-        elif n == 6 and first[1] in (1, 7):
-            label = f"{first[0]}H{1 if first[1] == 1 else 2}"
-        else:
-            label = f"{first[0]}-{first[1]:02d}..{last[0]}-{last[1]:02d}"
-        return Period(label, first, last)
+        return Period(_label(first, last), first, last)
 
 
 def _month_ms(year: int, month: int) -> int:
@@ -116,23 +128,36 @@ def _month_ms(year: int, month: int) -> int:
 
 
 def parse_period(text: str) -> Period:
-    """``2026H1``, ``2026H2``, ``2026`` (yearly) or ``2026-01..2026-06``."""
+    """``2026H1``, ``2026H2``, ``2026`` (yearly) or ``2026-01..2026-06``; one period has one
+    label (``2026-01..2026-06`` is ``2026H1``), so its snapshots find each other."""
     word = text.strip().upper()
     if found := _PERIOD_HALF.match(word):
         year, half = int(found.group(1)), int(found.group(2))
-        return Period(word, (year, 1 if half == 1 else 7), (year, 6 if half == 1 else 12))
-    if found := _PERIOD_YEAR.match(word):
+        first, last = (year, 1 if half == 1 else 7), (year, 6 if half == 1 else 12)
+    elif found := _PERIOD_YEAR.match(word):
         year = int(found.group(1))
-        return Period(word, (year, 1), (year, 12))
-    if found := _PERIOD_RANGE.match(word):
+        first, last = (year, 1), (year, 12)
+    elif found := _PERIOD_RANGE.match(word):
         first = (int(found.group(1)), int(found.group(2)))
         last = (int(found.group(3)), int(found.group(4)))
         if not (1 <= first[1] <= 12 and 1 <= last[1] <= 12) or last < first:
             raise PeriodError(f"{text[:40]!r}: months 01 to 12, the first not after the last")
         if (last[0] * 12 + last[1]) - (first[0] * 12 + first[1]) >= 120:
             raise PeriodError(f"{text[:40]!r}: at most ten years")
-        return Period(f"{first[0]}-{first[1]:02d}..{last[0]}-{last[1]:02d}", first, last)
-    raise PeriodError(f"{text[:40]!r} is not a period: write 2026H1, 2026H2, 2026 or 2026-01..2026-06")
+    else:
+        raise PeriodError(f"{text[:40]!r} is not a period: write 2026H1, 2026H2, 2026 or 2026-01..2026-06")
+    if not (YEARS[0] <= first[0] and last[0] <= YEARS[1]):
+        raise PeriodError(f"{text[:40]!r}: a year from {YEARS[0]} to {YEARS[1]}")
+    return Period(_label(first, last), first, last)
+
+
+def _label(first: tuple[int, int], last: tuple[int, int]) -> str:
+    """The one label of a span of months."""
+    if first[0] == last[0] and (first[1], last[1]) == (1, 12):
+        return str(first[0])
+    if first[0] == last[0] and (first[1], last[1]) in ((1, 6), (7, 12)):
+        return f"{first[0]}H{1 if first[1] == 1 else 2}"
+    return f"{first[0]}-{first[1]:02d}..{last[0]}-{last[1]:02d}"
 
 
 def current_half(now_s: float | None = None) -> Period:
@@ -197,15 +222,38 @@ def _tables(db: sqlite3.Connection) -> set[str]:
     return {str(name) for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
+_IDENTIFYING = re.compile(r"@|://|^\s*[!$]|[!#$+][^\s:]*:[^\s]+|www\.", re.IGNORECASE)
+_ALIAS = re.compile(r"^#([\w.-]{1,60}):\S+$")
+_UNSAFE = re.compile(r"[^\w\s.,&()'+-]")
+
+
+def public_label(label: str, number: int) -> str:
+    """A room's name as the report may print it: a name that carries an id, an address or a link
+    (a room admin chose it; an unnamed room's label is its id) becomes "room N"; an alias is its
+    name without the server; markup characters are dropped; 60 characters."""
+    alias = _ALIAS.match(label.strip())
+    if alias:
+        label = alias.group(1)
+    if _IDENTIFYING.search(label):
+        return f"room {number}"
+    text = " ".join(_UNSAFE.sub("", label).split())[:60]
+    return text or f"room {number}"
+
+
 def _violation_type(origin: str, rule: str | None, cited: str | None) -> str:
+    """A protection's rule by its category ("flood", "spam: invite link") from a fixed
+    vocabulary — a rule's text may carry details, a phrase, a name — a policy list, a
+    configured rule a reason cites, or "moderators' decision"."""
     if origin == "policy_list":
         return "policy list"
     if origin == "protection" and rule:
-        text = rule.strip().lower()
-        if _CATEGORY.match(text):
-            return text
-        head = text.split(":", 1)[0]
-        return head if _CATEGORY.match(head) else "protection"
+        head, _, detail = rule.strip().lower().partition(":")
+        detail = detail.strip()
+        for suffix in (" in a membership reason", " in display name"):
+            detail = detail.removesuffix(suffix)
+        if head in PROTECTION_CATEGORIES:
+            return f"{head}: {detail}" if detail in RULE_DETAILS else head
+        return "protection"
     return cited or "moderators' decision"
 
 
@@ -220,8 +268,11 @@ def collect(
 ) -> Stats:
     """Read the ledger at ``path`` (read-only: the bot may be running) into the period's stats
     (``raw``: off the infractions themselves, not the rollup; the same numbers, slower)."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, isolation_level=None)
     try:
+        # One read transaction: every count of the report from the same moment of the ledger,
+        # however the bot writes meanwhile (WAL keeps that moment for the reader).
+        db.execute("BEGIN")
         tables = _tables(db)
         figures, extra = _figures(db, tables, period, labels, yearly=period.yearly, raw=raw)
         previous, _ = _figures(db, tables, period.previous(), labels, yearly=False, raw=raw)
@@ -239,6 +290,7 @@ def _figures(
     by_violation: Counter[str] = Counter()
     monthly: dict[str, Counter[str]] = defaultdict(Counter)
     rules = {rule.id.lower(): f"rule {rule.id} ({rule.title})" for rule in labels.rules}
+    names = {room: public_label(label, n) for n, (room, label) in enumerate(sorted(labels.rooms.items()), 1)}
     for when, origin, kind, permanent, in_own_room, scope, rule, cited, count in _grouped(db, tables, period, raw=raw):
         label = _kind(str(kind), bool(permanent))
         if label is None:
@@ -247,7 +299,7 @@ def _figures(
         actions[actor][label] += count
         if yearly:
             monthly[str(when)][label] += count
-            room = "all rooms" if scope == "*" else labels.rooms.get(str(scope), OTHER)
+            room = "all rooms" if scope == "*" else names.get(str(scope), OTHER)
             by_room[room] += count
             found = _FIRST_WORD.match(str(cited or ""))
             title = rules.get(found.group(1)) if found else None
@@ -336,7 +388,7 @@ def _figures(
 
 _FIRST_WORD = re.compile(r"#?([0-9a-z]+)")
 _SELECT_COUNTED = (
-    "strftime('%Y-%m', created_at / 1000, 'unixepoch'), origin, kind, expires_at IS NULL,"
+    "strftime('%Y-%m', created_at / 1000.0, 'unixepoch'), origin, kind, expires_at IS NULL,"
     " COALESCE(scope = source_room, 0), scope, COALESCE(rule, ''),"
     " CASE WHEN instr(lower(reason), 'rule ') > 0"
     " THEN lower(substr(reason, instr(lower(reason), 'rule ') + 5, 12)) ELSE '' END"
@@ -387,7 +439,7 @@ def _removed(
 ) -> None:
     """Messages removed: the protections' redactions (the outbox), and the moderators' (their
     ``!mod redact``'s audit rows: everywhere is the team's, one room a room's admin's)."""
-    month = "strftime('%Y-%m', created_at / 1000, 'unixepoch')"
+    month = "strftime('%Y-%m', created_at / 1000.0, 'unixepoch')"
     for when, count in db.execute(
         f"SELECT {month}, COUNT(*) FROM outbox WHERE kind = 'redact' AND state = 'done' AND created_at >= ?"
         " AND created_at < ? AND json_extract(payload, '$.reason') LIKE 'Removed:%' GROUP BY 1",
@@ -396,7 +448,7 @@ def _removed(
         actions["automatic"]["removed messages"] += count
         if monthly is not None:
             monthly[str(when)]["removed messages"] += count
-    month = "strftime('%Y-%m', at / 1000, 'unixepoch')"
+    month = "strftime('%Y-%m', at / 1000.0, 'unixepoch')"
     for when, room, count in db.execute(
         f"SELECT {month}, room, SUM(COALESCE(json_extract(detail, '$.redacted'), 0)) FROM audit"
         " WHERE action = 'redact' AND outcome = 'done' AND at >= ? AND at < ? GROUP BY 1, 2",
@@ -417,77 +469,147 @@ def small_counts_note(min_count: int) -> str:
     return f'Counts from 1 to {min_count - 1} are shown as "fewer than {min_count}".'
 
 
+#: A count hidden only so that a small one beside it cannot be worked out from their total.
+WITHHELD = "withheld"
+Cell = int | str
+
+
+def cell(count: int, min_count: int) -> Cell:
+    """A count as published: the number, or "fewer than N" for 1 to ``min_count - 1``."""
+    return f"fewer than {min_count}" if 0 < count < min_count else count
+
+
 def shown(count: int, min_count: int) -> str:
-    """A count as published: 1 to ``min_count - 1`` is "fewer than N"."""
-    if 0 < count < min_count:
-        return f"fewer than {min_count}"
-    return str(count)
+    """A count as published, in words."""
+    return str(cell(count, min_count))
 
 
-def change(now: int, before: int, min_count: int) -> str:
-    """The change since the previous period, when both counts may be shown."""
-    if 0 < now < min_count or 0 < before < min_count:
+def protected(values: Sequence[int], min_count: int) -> list[Cell]:
+    """A group of counts whose total is published: the small ones are "fewer than N", and when
+    only one is, the smallest other one is withheld too — else the total minus the others
+    would give the small one away."""
+    out: list[Cell] = [cell(v, min_count) for v in values]
+    small = [i for i, v in enumerate(values) if 0 < v < min_count]
+    others = [i for i, v in enumerate(values) if v >= min_count]
+    if len(small) == 1 and others:
+        out[min(others, key=lambda i: (values[i], i))] = WITHHELD
+    return out
+
+
+def change(now: Cell, before: Cell) -> str:
+    """The change since the previous period, when both counts are published as numbers."""
+    if not isinstance(now, int) or not isinstance(before, int):
         return "—"
     if now == before:
         return "="
     return f"{now - before:+d}"
 
 
-def folded(counts: Mapping[str, int], min_count: int) -> list[tuple[str, int]]:
-    """A breakdown with every row below ``min_count`` folded into "other" (so no single case
-    stands out), largest first, "other" last."""
-    rows: list[tuple[str, int]] = []
-    other = 0
-    for name, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
-        if count <= 0:
-            continue
-        if count < min_count or name == OTHER:
-            other += count
-        else:
-            rows.append((name, count))
+def folded(counts: Mapping[str, int], min_count: int) -> list[tuple[str, Cell]]:
+    """A breakdown (rooms, types of violation, outcomes) whose rows below ``min_count`` are
+    folded into "other" — and, while "other" itself is small, the smallest rows after them —
+    so no single case stands out, nor comes out of the total by subtraction. Largest first."""
+    rows = sorted(((name, c) for name, c in counts.items() if c > 0 and name != OTHER), key=lambda r: (-r[1], r[0]))
+    other = counts.get(OTHER, 0) + sum(c for _, c in rows if c < min_count)
+    rows = [(name, c) for name, c in rows if c >= min_count]
+    while rows and 0 < other < min_count:
+        other += rows.pop()[1]
+    out: list[tuple[str, Cell]] = [(name, c) for name, c in rows]
     if other:
-        rows.append((OTHER, other))
-    return rows
+        out.append((OTHER, cell(other, min_count)))
+    return out
+
+
+@attrs.frozen
+class Published:
+    """A period's figures as they may be published: every cell a number, "fewer than N" or
+    withheld (a group's second cell beside a small one)."""
+
+    reports: Mapping[str, Cell]  # "total" and each channel
+    actions: Mapping[str, Mapping[str, Cell]]  # actor → "total" and each kind
+    single: Mapping[str, Cell]  # people named, banned or flagged, no action, votes held
+    appeals: Mapping[str, Cell]
+    second_chances: Mapping[str, Cell]
+    suggestions: Mapping[str, Cell]
+
+
+def published(f: Figures, n: int) -> Published:
+    """``f`` made publishable (:func:`protected` for each group with a total)."""
+    channels = protected([f.reports[c] for c in CHANNELS], n)
+    actions: dict[str, dict[str, Cell]] = {}
+    for actor in ACTORS:
+        sanctions = [kind for kind in ACTION_KINDS if kind != "removed messages"]
+        cells = protected([f.actions[actor][kind] for kind in sanctions], n)
+        actions[actor] = {"total": cell(f.actions_total(actor), n), **dict(zip(sanctions, cells, strict=True))}
+        actions[actor]["removed messages"] = cell(f.actions[actor]["removed messages"], n)
+    return Published(
+        reports={"total": cell(f.reports_total, n), **dict(zip(CHANNELS, channels, strict=True))},
+        actions=actions,
+        single={
+            "people named": cell(f.people_named, n),
+            "people banned or flagged": cell(f.people_banned_or_flagged, n),
+            "reports with no action": cell(f.reports_no_action, n),
+            "votes held": cell(f.votes_held, n),
+        },
+        appeals={k: cell(v, n) for k, v in f.appeals.items()},
+        second_chances={k: cell(v, n) for k, v in f.second_chances.items()},
+        suggestions={k: cell(v, n) for k, v in f.suggestions.items()},
+    )
+
+
+def monthly_cells(stats: Stats) -> dict[str, dict[str, Cell]]:
+    """The month-by-month table, each kind's column protected like a group (its total is
+    the year's, which the summary gives)."""
+    months = list(stats.monthly)
+    out: dict[str, dict[str, Cell]] = {m: {} for m in months}
+    for kind in ACTION_KINDS:
+        column = protected([stats.monthly[m][kind] for m in months], stats.min_count)
+        for m, value in zip(months, column, strict=True):
+            out[m][kind] = value
+    return out
 
 
 def summary_rows(stats: Stats) -> list[tuple[str, str, str]]:
     """(what, this period, change) for the semiannual table, anonymised."""
-    f, p, n = stats.figures, stats.previous, stats.min_count
-    rows: list[tuple[str, int, int]] = [("Reports received", f.reports_total, p.reports_total)]
-    rows += [(f"  by {CHANNEL_LABELS[channel]}", f.reports[channel], p.reports[channel]) for channel in CHANNELS]
-    rows.append(("People named in reports", f.people_named, p.people_named))
+    now, before = published(stats.figures, stats.min_count), published(stats.previous, stats.min_count)
+    rows: list[tuple[str, Cell, Cell]] = [("Reports received", now.reports["total"], before.reports["total"])]
+    rows += [(f"  by {CHANNEL_LABELS[c]}", now.reports[c], before.reports[c]) for c in CHANNELS]
+    rows.append(("People named in reports", now.single["people named"], before.single["people named"]))
     for actor in ACTORS:
-        rows.append((f"Actions: {ACTOR_LABELS[actor]}", f.actions_total(actor), p.actions_total(actor)))
-        rows += [(f"  {kind}", f.actions[actor][kind], p.actions[actor][kind]) for kind in ACTION_KINDS]
+        a, b = now.actions[actor], before.actions[actor]
+        rows.append((f"Actions: {ACTOR_LABELS[actor]}", a["total"], b["total"]))
+        rows += [(f"  {kind}", a[kind], b[kind]) for kind in ACTION_KINDS]
     rows += [
-        ("People banned or flagged", f.people_banned_or_flagged, p.people_banned_or_flagged),
-        ("Reports where no action was taken", f.reports_no_action, p.reports_no_action),
+        (what, now.single[key], before.single[key])
+        for what, key in (
+            ("People banned or flagged", "people banned or flagged"),
+            ("Reports where no action was taken", "reports with no action"),
+        )
     ]
-    rows += [(f"Appeals {key}", f.appeals[key], p.appeals[key]) for key in f.appeals]
-    rows += [(f"Second chances {key}", f.second_chances[key], p.second_chances[key]) for key in f.second_chances]
-    rows.append(("Votes held", f.votes_held, p.votes_held))
-    rows += [(f"Suggestions {key}", f.suggestions[key], p.suggestions[key]) for key in f.suggestions]
-    return [(what, shown(now, n), change(now, before, n)) for what, now, before in rows]
+    rows += [(f"Appeals {k}", now.appeals[k], before.appeals[k]) for k in now.appeals]
+    rows += [(f"Second chances {k}", now.second_chances[k], before.second_chances[k]) for k in now.second_chances]
+    rows.append(("Votes held", now.single["votes held"], before.single["votes held"]))
+    rows += [(f"Suggestions {k}", now.suggestions[k], before.suggestions[k]) for k in now.suggestions]
+    return [(what, str(a), change(a, b)) for what, a, b in rows]
 
 
 def as_json(stats: Stats) -> dict[str, Any]:
-    """The same numbers, machine-readable (with the small counts given as "fewer than N")."""
+    """The same numbers, machine-readable: each count an integer, or the string "fewer than N",
+    or "withheld"."""
     n = stats.min_count
 
-    def cells(values: Mapping[str, int]) -> dict[str, int | str]:
-        return {key: (shown(v, n) if 0 < v < n else v) for key, v in values.items()}
-
     def figures(f: Figures) -> dict[str, Any]:
+        p = published(f, n)
         return {
-            "reports": {"total": shown(f.reports_total, n), "by_channel": cells(f.reports)},
-            "people_named": cells({"n": f.people_named})["n"],
-            "actions": {actor: cells(f.actions[actor]) for actor in ACTORS},
-            "people_banned_or_flagged": cells({"n": f.people_banned_or_flagged})["n"],
-            "reports_no_action": cells({"n": f.reports_no_action})["n"],
-            "appeals": cells(f.appeals),
-            "second_chances": cells(f.second_chances),
-            "votes_held": cells({"n": f.votes_held})["n"],
-            "suggestions": cells(f.suggestions),
+            "reports": {"total": p.reports["total"], "by_channel": {c: p.reports[c] for c in CHANNELS}},
+            "people_named": p.single["people named"],
+            "actions": {actor: dict(p.actions[actor]) for actor in ACTORS},
+            "people_banned_or_flagged": p.single["people banned or flagged"],
+            "reports_no_action": p.single["reports with no action"],
+            "appeals": dict(p.appeals),
+            "second_chances": dict(p.second_chances),
+            "votes_held": p.single["votes held"],
+            "suggestions": dict(p.suggestions),
         }
 
     out: dict[str, Any] = {
@@ -504,7 +626,7 @@ def as_json(stats: Stats) -> dict[str, Any]:
             "by_room": dict(folded(stats.by_room, n)),
             "by_violation": dict(folded(stats.by_violation, n)),
             "outcomes": dict(folded(stats.outcomes, n)),
-            "monthly": {month: cells(kinds) for month, kinds in stats.monthly.items()},
+            "monthly": monthly_cells(stats),
         }
     return out
 
@@ -520,6 +642,7 @@ DEFINITIONS = {
     "no_action": "reports closed as no-action or invalid",
     "actions": "sanctions (warnings, mutes, kicks, bans); removed messages are counted apart",
     "small_counts": "counts from 1 to min_count - 1 are shown as 'fewer than min_count'",
+    "withheld": "a count hidden so that a small one beside it cannot be worked out from their total",
 }
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -88,7 +87,7 @@ MIGRATIONS = (
         PRIMARY KEY (month, origin, kind, permanent, own_room, scope, rule, cited)
     ) WITHOUT ROWID;
     INSERT INTO transparency_rollup
-        SELECT strftime('%Y-%m', created_at / 1000, 'unixepoch'), origin, kind, expires_at IS NULL,
+        SELECT strftime('%Y-%m', created_at / 1000.0, 'unixepoch'), origin, kind, expires_at IS NULL,
                COALESCE(scope = source_room, 0), scope, COALESCE(rule, ''),
                CASE WHEN instr(lower(reason), 'rule ') > 0
                     THEN lower(substr(reason, instr(lower(reason), 'rule ') + 5, 12)) ELSE '' END,
@@ -99,25 +98,25 @@ MIGRATIONS = (
     WHEN NEW.state NOT IN ('failed', 'pending') AND NEW.kind <> 'note'
     BEGIN
         INSERT INTO transparency_rollup
-        VALUES (strftime('%Y-%m', NEW.created_at / 1000, 'unixepoch'), NEW.origin, NEW.kind, NEW.expires_at IS NULL,
+        VALUES (strftime('%Y-%m', NEW.created_at / 1000.0, 'unixepoch'), NEW.origin, NEW.kind, NEW.expires_at IS NULL,
                 COALESCE(NEW.scope = NEW.source_room, 0), NEW.scope, COALESCE(NEW.rule, ''),
                 CASE WHEN instr(lower(NEW.reason), 'rule ') > 0
                      THEN lower(substr(NEW.reason, instr(lower(NEW.reason), 'rule ') + 5, 12)) ELSE '' END, 1)
         ON CONFLICT (month, origin, kind, permanent, own_room, scope, rule, cited) DO UPDATE SET n = n + 1;
     END;
-    CREATE TRIGGER transparency_rollup_updated AFTER UPDATE OF state, expires_at ON infractions
+    CREATE TRIGGER transparency_rollup_updated AFTER UPDATE OF state, expires_at, source_room ON infractions
     WHEN NEW.kind <> 'note'
     BEGIN
         UPDATE transparency_rollup SET n = n - 1
         WHERE OLD.state NOT IN ('failed', 'pending')
-          AND month = strftime('%Y-%m', OLD.created_at / 1000, 'unixepoch') AND origin = OLD.origin
+          AND month = strftime('%Y-%m', OLD.created_at / 1000.0, 'unixepoch') AND origin = OLD.origin
           AND kind = OLD.kind AND permanent = (OLD.expires_at IS NULL)
           AND own_room = COALESCE(OLD.scope = OLD.source_room, 0) AND scope = OLD.scope
           AND rule = COALESCE(OLD.rule, '')
           AND cited = (CASE WHEN instr(lower(OLD.reason), 'rule ') > 0
                             THEN lower(substr(OLD.reason, instr(lower(OLD.reason), 'rule ') + 5, 12)) ELSE '' END);
         INSERT INTO transparency_rollup
-        SELECT strftime('%Y-%m', NEW.created_at / 1000, 'unixepoch'), NEW.origin, NEW.kind, NEW.expires_at IS NULL,
+        SELECT strftime('%Y-%m', NEW.created_at / 1000.0, 'unixepoch'), NEW.origin, NEW.kind, NEW.expires_at IS NULL,
                COALESCE(NEW.scope = NEW.source_room, 0), NEW.scope, COALESCE(NEW.rule, ''),
                CASE WHEN instr(lower(NEW.reason), 'rule ') > 0
                     THEN lower(substr(NEW.reason, instr(lower(NEW.reason), 'rule ') + 5, 12)) ELSE '' END, 1
@@ -135,23 +134,6 @@ _TABLE = jinja2.Environment(autoescape=True).from_string(
 )
 
 
-_IDENTIFYING = re.compile(r"@|://|[!#$+][^\s:]*:[^\s]+|www\.", re.IGNORECASE)
-_ALIAS = re.compile(r"^#([\w.-]{1,60}):\S+$")
-_UNSAFE = re.compile(r"[^\w\s.,&()'+-]")
-
-
-def public_label(label: str, number: int) -> str:
-    """A room's name as the report may print it: a name that carries an id, an address or a link
-    (a room admin chose it) becomes "room N"; markup characters are dropped; 60 characters."""
-    alias = _ALIAS.match(label.strip())
-    if alias:  # a room known by its alias: the alias's name, without the server
-        label = alias.group(1)
-    if _IDENTIFYING.search(label):
-        return f"room {number}"
-    text = " ".join(_UNSAFE.sub("", label).split())[:60]
-    return text or f"room {number}"
-
-
 def table_message(head: str, period: str, rows: Sequence[tuple[str, str, str]], foot: str) -> Message:
     """Statistics as one message: lines of text, and an HTML table (escaped by the template)."""
     plain = "\n".join([head, *(f"{what.strip()}: {now} ({delta})" for what, now, delta in rows), foot]).strip()
@@ -159,10 +141,9 @@ def table_message(head: str, period: str, rows: Sequence[tuple[str, str, str]], 
 
 
 def labels_from(db_rows: Sequence[tuple[Any, ...]], rules: Sequence[Any]) -> Labels:
-    """The labels ``abusebot report`` and ``!mod stats`` name rooms with (from ``transparency_rooms``),
-    each made safe to publish (:func:`public_label`)."""
-    protected = sorted((str(room), str(label)) for room, label, role in db_rows if role == "protected")
-    rooms = {room: public_label(label, n) for n, (room, label) in enumerate(protected, 1)}
+    """The labels ``abusebot report`` and ``!mod stats`` name rooms with (from
+    ``transparency_rooms``; :func:`abusebot.transparency.public_label` makes each safe to print)."""
+    rooms = {str(room): str(label) for room, label, role in db_rows if role == "protected"}
     management = next((str(room) for room, _, role in db_rows if role == "management"), None)
     return Labels(rooms=rooms, management=management, rules=tuple(rules))
 

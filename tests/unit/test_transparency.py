@@ -249,6 +249,6 @@ async def test_the_rollup_gives_the_numbers_the_infractions_give(
 )
 def test_a_room_name_is_printed_only_when_it_names_no_one(label: str, printed: str) -> None:
     """A room admin chooses the name: one carrying an id, an address or a link is "room N"."""
-    from abusebot.features.transparency import public_label
+    from abusebot.transparency import public_label
 
     assert public_label(label, 4) == printed
