@@ -36,6 +36,7 @@ from abusebot.files import Session, load_session, prepare_data_dir, save_session
 from abusebot.host import FACTORIES, Host, Role
 from abusebot.ledger import Ledger
 from abusebot.matrix import Api, Homeserver, HomeserverUnavailable, MatrixError, Priority, WriteQueue
+from abusebot.metrics import Metrics, MetricsServer
 from abusebot.outbox import Outbox
 from abusebot.pipeline import Pipeline
 from abusebot.rooms import RoomStore
@@ -104,6 +105,9 @@ class Bot:
         self._fresh: dict[str, int] = {}
         self._joiner: asyncio.Task[None] | None = None
         self.crypto: Crypto | None = None
+        #: ``metrics.listen``: the counters, and the server of /metrics and /healthz.
+        self.metrics: Metrics | None = Metrics(self) if config.metrics.listen is not None else None
+        self._metrics_server: MetricsServer | None = None
         self._key_requests: set[asyncio.Task[None]] = set()
         #: sender → (first unreadable event in the window, how many, when the moderators were told).
         self._unreadable: dict[str, tuple[float, int, float]] = {}
@@ -133,6 +137,10 @@ class Bot:
         if tightened:
             log.warning("data_dir_made_private", note="others could read these; now only the bot can", paths=tightened)
         self.ledger = await Ledger.open(cfg.ledger_path)
+        if self.metrics is not None and self._metrics_server is None and cfg.metrics.listen is not None:
+            # Up before the homeserver is reached: /healthz says "starting" meanwhile.
+            self._metrics_server = MetricsServer(self.metrics, *cfg.metrics.listen)
+            await self._metrics_server.start()
         self.hs = Homeserver(cfg.homeserver, cfg.user_id, cfg.device_name)
         await self._login()
         self.queue = WriteQueue(self.hs)
@@ -150,6 +158,9 @@ class Bot:
         self.pipeline = Pipeline(cfg, self.store, self.moderation, self.ledger)
         await self.pipeline.load()
         self.pipeline.spawn = self.spawn
+        if self.metrics is not None:
+            self.pipeline.observe = self.metrics.protection
+            self.outbox.on_result = self.metrics.action
         self.policies = PolicyManager(cfg, self.store, self.moderation, self.ledger)
         self.commands = CommandHandler(
             self.moderation,
@@ -217,6 +228,9 @@ class Bot:
             await self.queue.close()
         with contextlib.suppress(AttributeError):
             await self.hs.close()
+        if self._metrics_server is not None:
+            await self._metrics_server.stop()
+            self._metrics_server = None
         with contextlib.suppress(AttributeError):
             await self.ledger.close()
 
@@ -842,6 +856,8 @@ class Bot:
     async def dispatch(self, event: Event) -> None:
         """Hand one event to the handlers; one that fails is logged, never fatal."""
         self.events_handled += 1
+        if self.metrics is not None:
+            self.metrics.event(event.type, event.is_state)
         if event.origin_server_ts:
             self.last_event_ts = event.origin_server_ts
         if event.sender == self.hs.user_id:

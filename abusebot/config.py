@@ -120,6 +120,13 @@ class TransparencyConfig:
 
 
 @attrs.frozen
+class MetricsConfig:
+    """``metrics``: where ``/metrics`` and ``/healthz`` are served; ``None``: nowhere."""
+
+    listen: tuple[str, int] | None = None
+
+
+@attrs.frozen
 class Config:
     """The whole validated configuration."""
 
@@ -148,6 +155,7 @@ class Config:
     second_chance: SecondChanceConfig = SecondChanceConfig()
     suggestions: SuggestionsConfig = SuggestionsConfig()
     transparency: TransparencyConfig = TransparencyConfig()
+    metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     protections: Mapping[str, Any] = attrs.field(factory=dict)
     rooms: Mapping[str, Any] = attrs.field(factory=dict)
@@ -263,6 +271,7 @@ _KNOWN_KEYS = frozenset(
         "second_chance",
         "suggestions",
         "transparency",
+        "metrics",
         "protections",
         "rooms",
         "policy_lists",
@@ -477,6 +486,21 @@ def _transparency(value: Any, path: str) -> TransparencyConfig:
     )
 
 
+def _metrics(value: Any, path: str) -> MetricsConfig:
+    section = _mapping(value, path)
+    _known(section, path, ("listen",))
+    listen = section.get("listen")
+    if listen is None:
+        return MetricsConfig()
+    expected = 'an address and port like "127.0.0.1:9464" or "[::1]:9464"'
+    text = _string(listen, f"{path}.listen", expected)
+    host, _, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536 or " " in host:
+        raise ConfigError(f"{path}.listen", expected, listen)
+    return MetricsConfig(listen=(host, int(port)))
+
+
 def _logging(value: Any, path: str) -> LoggingConfig:
     section = _mapping(value, path)
     for key in section:
@@ -562,6 +586,7 @@ def parse_config(data: Any, base: Path | None = None, source: Path | None = None
         second_chance=_optional(data, "second_chance", _second_chance, SecondChanceConfig()),
         suggestions=suggestions,
         transparency=_optional(data, "transparency", _transparency, TransparencyConfig()),
+        metrics=_optional(data, "metrics", _metrics, MetricsConfig()),
         community_name=community.name,
         rules=community.rules,
         modmail=community.modmail,

@@ -341,6 +341,11 @@ class WriteQueue:
         self._workers = [asyncio.create_task(self._work(i), name=f"write-{i}") for i in range(workers)]
         self.rate_limited_count = 0
 
+    @property
+    def depth(self) -> int:
+        """Writes waiting for a worker."""
+        return len(self._heap)
+
     async def submit(self, write: Write) -> Any:
         """Queue ``write`` and wait for its result (the JSON reply)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

@@ -91,6 +91,8 @@ class Outbox:
         self._running: dict[int, asyncio.Future[Result]] = {}
         self.failed_count = 0
         self.done_count = 0
+        #: Told each intent's kind and whether it succeeded (the metrics), when set.
+        self.on_result: Callable[[str, bool], None] | None = None
         #: Told (user, room) when a notices room is made or found: the user's replies there are
         #: read (ModMail, appeals), so the room must be known before they come.
         self.dm_room_listeners: list[Callable[[str, str], None]] = []
@@ -144,6 +146,8 @@ class Outbox:
         finally:
             # Only once the row is marked: a second run of it until then waits instead of acting.
             self._running.pop(row.id, None)
+        if self.on_result is not None:
+            self.on_result(row.kind, result.ok)
         if result.ok:
             self.done_count += 1
         else:

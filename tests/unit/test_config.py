@@ -296,3 +296,23 @@ def test_the_sample_config_is_a_valid_config() -> None:
 )
 def test_bad_second_chance_and_suggestions_values_name_the_key_path(section: dict[str, Any], path: str) -> None:
     assert config_error(minimal(**section)).path == path
+
+
+@pytest.mark.parametrize(
+    ("listen", "address"),
+    [
+        (None, None),
+        ("127.0.0.1:9464", ("127.0.0.1", 9464)),
+        ("[::1]:9464", ("::1", 9464)),
+        ("localhost:80", ("localhost", 80)),
+    ],
+)
+def test_metrics_listen_is_an_address_and_a_port(listen: str | None, address: tuple[str, int] | None) -> None:
+    assert parse_config(minimal(metrics={"listen": listen})).metrics.listen == address
+
+
+@pytest.mark.parametrize(
+    "listen", ["9464", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", ":9464", "host:９４６４", 9464]
+)
+def test_a_bad_metrics_address_names_the_key(listen: object) -> None:
+    assert config_error(minimal(metrics={"listen": listen})).path == "metrics.listen"
