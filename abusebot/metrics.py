@@ -17,6 +17,7 @@ otherwise, each with a one-line JSON reason.
 
 from __future__ import annotations
 
+import bisect
 import json
 import time
 from collections.abc import Iterator
@@ -24,8 +25,8 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 log = structlog.get_logger("abusebot.metrics")
@@ -59,39 +60,44 @@ def event_kind(event_type: str, is_state: bool) -> str:
 
 
 class Metrics:
-    """The bot's counters and histograms, and the gauges read off the bot at each scrape."""
+    """The bot's counters and histograms, and the gauges read off the bot at each scrape.
+
+    Counted in plain Python (the bot is one thread: no lock is needed) and handed to
+    prometheus-client only when scraped: a count costs a dictionary step, not a labelled
+    child's lock — the pipeline pays for it on every event."""
 
     def __init__(self, bot: Any) -> None:
         self.bot = bot
         self.registry = CollectorRegistry(auto_describe=True)
-        self.events = Counter("abusebot_events", "Events handled, by kind.", ["kind"], registry=self.registry)
-        self.protection_seconds = Histogram(
-            "abusebot_protection_seconds",
-            "Time a protection took to look at one event.",
-            ["protection"],
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
-        self.actions = Counter(
-            "abusebot_actions",
-            "Actions on the homeserver, by kind and result.",
-            ["kind", "result"],
-            registry=self.registry,
-        )
+        self.events: dict[str, int] = {}
+        self.actions: dict[tuple[str, str], int] = {}
+        #: protection → (count per bucket, not cumulative; the +Inf one last), sum.
+        self.protections: dict[str, tuple[list[int], list[float]]] = {}
+        self._kinds: dict[str, str] = {}
         self._outbox_depth = 0
         self.registry.register(_Gauges(self))
 
     def event(self, event_type: str, is_state: bool) -> None:
         """One event handled."""
-        self.events.labels(event_kind(event_type, is_state)).inc()
+        kind = self._kinds.get(event_type)
+        if kind is None:
+            kind = self._kinds[event_type] = event_kind(event_type, is_state)
+            if len(self._kinds) > 10_000:  # arbitrary types from a hostile room: forget the cache, not the counts
+                self._kinds.clear()
+        self.events[kind] = self.events.get(kind, 0) + 1
 
     def protection(self, name: str, seconds: float) -> None:
         """One protection's look at one event."""
-        self.protection_seconds.labels(name).observe(seconds)
+        entry = self.protections.get(name)
+        if entry is None:
+            entry = self.protections[name] = ([0] * (len(BUCKETS) + 1), [0.0])
+        entry[0][bisect.bisect_left(BUCKETS, seconds)] += 1
+        entry[1][0] += seconds
 
     def action(self, kind: str, ok: bool) -> None:
         """One action answered by the homeserver (or given up)."""
-        self.actions.labels(kind if kind in ACTION_KINDS else "other", "ok" if ok else "failed").inc()
+        key = (kind if kind in ACTION_KINDS else "other", "ok" if ok else "failed")
+        self.actions[key] = self.actions.get(key, 0) + 1
 
     async def refresh(self) -> None:
         """Read what needs the ledger before a scrape (the outbox's depth)."""
@@ -107,11 +113,32 @@ class Metrics:
             return 503, {"status": "starting", "reason": "no sync has completed yet"}
         ago = time.time() - last
         if ago > limit:
-            return 503, {
-                "status": "stalled",
-                "reason": f"the last sync completed {ago:.0f} s ago (more than {limit:.0f} s)",
-            }
+            reason = f"the last sync completed {ago:.0f} s ago (more than {limit:.0f} s)"
+            return 503, {"status": "stalled", "reason": reason}
         return 200, {"status": "ok", "last_sync_seconds_ago": round(ago, 1)}
+
+    def families(self) -> Iterator[Metric]:
+        """The counters and histograms, as prometheus-client writes them."""
+        events = CounterMetricFamily("abusebot_events", "Events handled, by kind.", labels=["kind"])
+        for kind, count in sorted(self.events.items()):
+            events.add_metric([kind], float(count))
+        yield events
+        actions = CounterMetricFamily(
+            "abusebot_actions", "Actions on the homeserver, by kind and result.", labels=["kind", "result"]
+        )
+        for (kind, result), count in sorted(self.actions.items()):
+            actions.add_metric([kind, result], float(count))
+        yield actions
+        seconds = HistogramMetricFamily(
+            "abusebot_protection_seconds", "Time a protection took to look at one event.", labels=["protection"]
+        )
+        for name, (counts, total) in sorted(self.protections.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip([*map(str, BUCKETS), "+Inf"], counts, strict=True):
+                cumulative += count
+                buckets.append((bound, float(cumulative)))
+            seconds.add_metric([name], buckets, total[0])
+        yield seconds
 
 
 class _Gauges(Collector):
@@ -121,6 +148,7 @@ class _Gauges(Collector):
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
+        yield from self.metrics.families()
         bot = self.metrics.bot
         values: dict[str, tuple[str, float]] = {
             "abusebot_outbox_depth": ("Intents recorded and not yet answered.", self.metrics._outbox_depth),
