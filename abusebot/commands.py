@@ -242,6 +242,35 @@ def _reason(words: list[str]) -> str:
     return text[:MAX_REASON]
 
 
+def _typos(a: str, b: str) -> int:
+    """Edits between two words, a swap of neighbours counting as one (the typo people make)."""
+    previous, current = list(range(len(b) + 1)), [0] * (len(b) + 1)
+    before: list[int] = []
+    for i in range(1, len(a) + 1):
+        current = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                current[j] = min(current[j], before[j - 2] + 1)
+        before, previous = previous, current
+    return previous[len(b)]
+
+
+def closest(word: str, names: list[str]) -> list[str]:
+    """The command a mistyped ``word`` most likely meant: the fewest typos (``stauts`` is one
+    swap from ``status``), then the same length, then the most alike; none when far off."""
+    word = word.lower()
+    scored = [
+        (_typos(word, name), abs(len(name) - len(word)), -difflib.SequenceMatcher(None, word, name).ratio(), name)
+        for name in names
+    ]
+    best = min(scored, default=None)
+    if best is None or best[0] > max(1, len(word) // 3):
+        return difflib.get_close_matches(word, names, n=1, cutoff=0.6)
+    return [best[3]]
+
+
 def parse_command(text: str, prefix: str = "!mod", table: Mapping[str, Spec] | None = None) -> Parsed:
     """Parse ``text`` (which starts with ``prefix``) or raise :class:`UsageError`."""
     table = SPECS if table is None else table
@@ -252,7 +281,7 @@ def parse_command(text: str, prefix: str = "!mod", table: Mapping[str, Spec] | N
         return Parsed("help")
     name = words[1].lower()
     if name not in table:
-        close = difflib.get_close_matches(name, list(table), n=1, cutoff=0.6) if name.isalpha() else []
+        close = closest(name, list(table)) if name.isalpha() else []
         hint = f"; did you mean {prefix} {close[0]}?" if close else ""
         raise UsageError("help", f"unknown command {words[1][:40]!r}{hint}")
     args, room = _take_room_flag(words[2:], name)

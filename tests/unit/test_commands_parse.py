@@ -325,3 +325,15 @@ class TestInvisibleCharacters:
         event = parse_event(raw, "!r")
         assert event is not None
         assert command_text(event) == "!mod status"
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [("stauts", "status"), ("histroy", "history"), ("hlep", "help"), ("bna", "ban"), ("kik", "kick")],
+)
+def test_a_typo_is_taken_for_the_command_it_is_fewest_typos_from(typed: str, meant: str) -> None:
+    """A swap of two letters is one typo: "stauts" is "status", even beside "stats"."""
+    from abusebot.commands import closest
+
+    assert closest(typed, ["status", "stats", "history", "help", "ban", "kick", "unban"]) == [meant]
+    assert closest("xyzzy", ["status", "stats"]) == []
