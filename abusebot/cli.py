@@ -279,11 +279,11 @@ def main(argv: list[str] | None = None) -> int:
 def _report(config: Config, period_text: str, fmt: str, output: str | None, notes_path: str | None) -> int:
     """``report``: read the ledger (also while the bot runs: read-only) and write the report.
     Progress goes to standard error; the report to ``output`` or standard output."""
+    import contextlib
     import sqlite3
     import time
     from pathlib import Path
 
-    from abusebot.features.transparency import labels_from
     from abusebot.transparency import PeriodError, collect, parse_period, render
 
     def say(text: str) -> None:
@@ -309,19 +309,12 @@ def _report(config: Config, period_text: str, fmt: str, output: str | None, note
             return EXIT_CONFIG
     started = time.perf_counter()
     try:
-        db = sqlite3.connect(f"file:{config.ledger_path}?mode=ro", uri=True, timeout=10)
-        try:
-            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            rows = (
-                db.execute("SELECT room_id, label, role FROM transparency_rooms").fetchall()
-                if ("transparency_rooms" in tables)
-                else []
-            )
-        finally:
-            db.close()
+        # A file that is not a ledger is one line, before any progress is said.
+        with contextlib.closing(sqlite3.connect(f"file:{config.ledger_path}?mode=ro", uri=True)) as db:
+            db.execute("PRAGMA schema_version")
         say(f"reading the ledger for {period.label} (and {period.previous().label}, for the change)…")
         stats = collect(
-            config.ledger_path, period, labels_from(rows, config.rules), config.transparency.min_count, notes=notes
+            config.ledger_path, period, None, config.transparency.min_count, notes=notes, rules=config.rules
         )
         say(f"read in {time.perf_counter() - started:.2f} s; rendering {fmt}…")
         text = render(stats, fmt)

@@ -240,6 +240,23 @@ def public_label(label: str, number: int) -> str:
     return text or f"room {number}"
 
 
+def labels_from(db_rows: Sequence[tuple[Any, ...]], rules: Sequence[Rule]) -> Labels:
+    """Labels from ``transparency_rooms`` rows (room id, label, role); :func:`public_label`
+    makes each safe to print."""
+    rooms = {str(room): str(label) for room, label, role in db_rows if role == "protected"}
+    management = next((str(room) for room, _, role in db_rows if role == "management"), None)
+    return Labels(rooms=rooms, management=management, rules=tuple(rules))
+
+
+def _kept_labels(db: sqlite3.Connection, tables: set[str], rules: Sequence[Rule]) -> Labels:
+    rows = (
+        db.execute("SELECT room_id, label, role FROM transparency_rooms").fetchall()
+        if ("transparency_rooms" in tables)
+        else []
+    )
+    return labels_from(rows, rules)
+
+
 def _violation_type(origin: str, rule: str | None, cited: str | None) -> str:
     """A protection's rule by its category ("flood", "spam: invite link") from a fixed
     vocabulary — a rule's text may carry details, a phrase, a name — a policy list, a
@@ -264,16 +281,26 @@ def _kind(kind: str, permanent: bool) -> str | None:
 
 
 def collect(
-    path: Path, period: Period, labels: Labels, min_count: int = 3, notes: str = "", *, raw: bool = False
+    path: Path,
+    period: Period,
+    labels: Labels | None = None,
+    min_count: int = 3,
+    notes: str = "",
+    *,
+    rules: Sequence[Rule] = (),
+    raw: bool = False,
 ) -> Stats:
-    """Read the ledger at ``path`` (read-only: the bot may be running) into the period's stats
-    (``raw``: off the infractions themselves, not the rollup; the same numbers, slower)."""
+    """Read the ledger at ``path`` (read-only: the bot may be running) into the period's stats.
+    ``labels``: the rooms' names, else those the transparency feature keeps in the ledger, with
+    ``rules``; ``raw``: off the infractions themselves, not the rollup (the same numbers, slower)."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, isolation_level=None)
     try:
         # One read transaction: every count of the report from the same moment of the ledger,
         # however the bot writes meanwhile (WAL keeps that moment for the reader).
         db.execute("BEGIN")
         tables = _tables(db)
+        if labels is None:
+            labels = _kept_labels(db, tables, rules)
         figures, extra = _figures(db, tables, period, labels, yearly=period.yearly, raw=raw)
         previous, _ = _figures(db, tables, period.previous(), labels, yearly=False, raw=raw)
     finally:

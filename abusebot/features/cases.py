@@ -117,7 +117,7 @@ def _link(room_id: str, event_id: str) -> str:
     return f"https://matrix.to/#/{quote(room_id, safe='!:')}/{quote(event_id, safe='$')}"
 
 
-def _lines(*parts: str | None) -> Message:
+def lines_message(*parts: str | None) -> Message:
     """A message of plain lines (escaped for HTML, line breaks kept)."""
     lines = [part for part in parts if part]
     return Message("\n".join(lines), "<br>".join(html.escape(line).replace("\n", "<br>") for line in lines))
@@ -276,7 +276,7 @@ class CasesFeature(Feature):
         self._told[(user, what)] = now
         if len(self._told) > 10_000:
             self._told = {k: v for k, v in self._told.items() if now - v < TELL_EVERY_S}
-        await self.tell(None, user, room, _lines(text), key=f"case-answer:{event.event_id}")
+        await self.tell(None, user, room, lines_message(text), key=f"case-answer:{event.event_id}")
 
     # -- the management side: roots and threads ------------------------------------------------
 
@@ -299,7 +299,7 @@ class CasesFeature(Feature):
         where = store.label(case.subject_room) if case.subject_room else ""
         link = _link(case.subject_room, case.subject_event) if case.subject_room and case.subject_event else ""
         if case.kind == "modmail":
-            message = _lines(f"📨 ModMail — case #{case.id} from {case.opener}:", first, hint)
+            message = lines_message(f"📨 ModMail — case #{case.id} from {case.opener}:", first, hint)
             return message, []
         if case.kind == "appeal":
             return await self._appeal_root(case, first), []
@@ -309,7 +309,7 @@ class CasesFeature(Feature):
         if case.kind == "report":
             how = "reported to the homeserver" if case.channel == "homeserver" else "reported"
             reporters = len(people["reporter"])
-            message = _lines(
+            message = lines_message(
                 f"🚩 Report — case #{case.id}: a message of {named} in {where}, {how} "
                 f"({reporters} reporter{'s' if reporters != 1 else ''}).",
                 link,
@@ -319,10 +319,12 @@ class CasesFeature(Feature):
             )
             return message, []
         if case.kind != "mention":  # a kind whose feature is not loaded: a plain line, never an alert
-            return _lines(f"📁 {KIND_LABEL.get(case.kind, case.kind)} — case #{case.id} from {case.opener}:", first), []
+            return lines_message(
+                f"📁 {KIND_LABEL.get(case.kind, case.kind)} — case #{case.id} from {case.opener}:", first
+            ), []
         pinged = self._ping_allowed(case.subject_room or "")
         moderators = self.bot.moderation.staff.moderators() if pinged else []
-        plain = _lines(
+        plain = lines_message(
             f"🚨 Urgent — case #{case.id}: {case.opener} called the moderators in {where}:",
             f"«{case.excerpt or ''}»",
             link,
@@ -357,7 +359,7 @@ class CasesFeature(Feature):
                 f"{when(inf.created_at)}, "
                 f"reason: {inf.reason or 'none given'}, decided by {inf.actor} ({inf.origin}); now {inf.state}"
             )
-        return _lines(
+        return lines_message(
             f"⚖️ Appeal — case #{case.id} from {case.opener}",
             f"Decision appealed: {decision}",
             f"Their reason: {_quote(case.appeal_reason or '')}",
@@ -411,18 +413,18 @@ class CasesFeature(Feature):
         if request is not None:
             return request.ack(case)
         if case.kind == "modmail":
-            return _lines(
+            return lines_message(
                 f"Thank you — your message to the moderators is case #{case.id}.",
                 "They will answer you here; everything you write here is added to your case.",
             )
         if case.kind == "appeal":
-            return _lines(
+            return lines_message(
                 f"Your appeal of decision #{case.infraction_id} is case #{case.id}.",
                 "The moderators will consider it and tell you their decision here.",
             )
         if case.kind == "report" and case.channel == "report":
             where = self.bot.store.label(case.subject_room) if case.subject_room else "a room"
-            return _lines(
+            return lines_message(
                 f"Thank you — your report of a message in {where} is case #{case.id}.",
                 "The moderators will look at it; the person you reported is not told who reported it.",
             )
@@ -508,7 +510,7 @@ class CasesFeature(Feature):
             return
         if case is not None:
             message_id, _ = await self.cases.add_message(case.id, event.event_id, user, "user", text)
-            await self._to_thread(case, message_id, _lines(f"{user}:", _quote(text)))
+            await self._to_thread(case, message_id, lines_message(f"{user}:", _quote(text)))
             return
         if await self.cases.open_count(user) >= self.config.modmail.max_open_cases:
             await self._tell_once(
@@ -538,18 +540,18 @@ class CasesFeature(Feature):
             return
         message_id = await self.cases.message_id(event.event_id)
         if message_id is not None:
-            await self._to_thread(case, message_id, _lines(f"{event.sender}:", _quote(text)))
+            await self._to_thread(case, message_id, lines_message(f"{event.sender}:", _quote(text)))
 
     async def _appeal(self, event: Event, user: str, request: AppealRequest, text: str) -> None:
         room = event.room_id
         key = f"case-answer:{event.event_id}"
         if not request.reason:
             ref = f"#{request.infraction_id}" if request.infraction_id is not None else "#<number>"
-            await self.tell(None, user, room, _lines(f"Please add why you appeal: appeal {ref} <why…>"), key)
+            await self.tell(None, user, room, lines_message(f"Please add why you appeal: appeal {ref} <why…>"), key)
             return
         inf, refusal = await self._appealable(user, request.infraction_id)
         if inf is None:
-            await self.tell(None, user, room, _lines(refusal or "I cannot open that appeal."), key)
+            await self.tell(None, user, room, lines_message(refusal or "I cannot open that appeal."), key)
             return
         existing = await self.cases.open_appeal_of(inf.id)
         if existing is not None:
@@ -557,14 +559,16 @@ class CasesFeature(Feature):
                 f"You already have an open appeal of decision #{inf.id} (case #{existing.id}); "
                 "the moderators will answer you there."
             )
-            await self.tell(None, user, room, _lines(text_), key)
+            await self.tell(None, user, room, lines_message(text_), key)
             return
         if await self.cases.open_count(user) >= self.config.modmail.max_open_cases:
             await self.tell(
                 None,
                 user,
                 room,
-                _lines(f"You already have {self.config.modmail.max_open_cases} open cases; please wait for an answer."),
+                lines_message(
+                    f"You already have {self.config.modmail.max_open_cases} open cases; please wait for an answer."
+                ),
                 key,
             )
             return
@@ -582,7 +586,9 @@ class CasesFeature(Feature):
                 (event.event_id, user, "user", text),
             )
         except sqlite3.IntegrityError:  # the same appeal from two chats at once: one case
-            await self.tell(None, user, room, _lines(f"You already have an open appeal of decision #{inf.id}."), key)
+            await self.tell(
+                None, user, room, lines_message(f"You already have an open appeal of decision #{inf.id}."), key
+            )
             return
         log.info("case_opened", case=case.id, kind="appeal", infraction=inf.id)
         await self.announce(case)
@@ -656,7 +662,7 @@ class CasesFeature(Feature):
                 f"To report a message, reply to it with: {self.config.reports.command} [reason…]. "
                 "I remove that line at once, so nobody sees who reported."
             )
-            await self.tell(None, reporter, None, _lines(usage), key)
+            await self.tell(None, reporter, None, lines_message(usage), key)
             return
         existing = await self.cases.open_report_of(room, target)
         if existing is not None:
@@ -664,7 +670,7 @@ class CasesFeature(Feature):
             return
         fetched = await self._fetch(room, target)
         if fetched is None:
-            await self.tell(None, reporter, None, _lines("I could not find the message you replied to."), key)
+            await self.tell(None, reporter, None, lines_message("I could not find the message you replied to."), key)
             return
         if await self.cases.open_count(reporter, ("report",)) >= MAX_OPEN_REPORTS:
             many = "You have many open reports; the moderators will get to them."
@@ -690,9 +696,9 @@ class CasesFeature(Feature):
         )
         count = len((await self.cases.people(case.id))["reporter"])
         line = f"Reported again by {reporter} ({count} reporters): {reason or 'no reason given'}"
-        await self._to_thread(case, message_id, _lines(line))
+        await self._to_thread(case, message_id, lines_message(line))
         where = self.bot.store.label(event.room_id)
-        ack = _lines(
+        ack = lines_message(
             f"Thank you — your report of a message in {where} is case #{case.id}.",
             "The moderators will look at it; the person you reported is not told who reported it.",
         )
@@ -728,7 +734,7 @@ class CasesFeature(Feature):
                 message_id = await self.cases.message_id(event.event_id)
                 if message_id is not None:
                     line = f"{user} again, in {self.bot.store.label(room)}: «{excerpt(text)}»"
-                    await self._to_thread(replayed, message_id, _lines(line, _link(room, event.event_id)))
+                    await self._to_thread(replayed, message_id, lines_message(line, _link(room, event.event_id)))
             return
         if await self.cases.blocked(user) or not self._within_rate(self._recent, user, MESSAGES_PER_MINUTE, 60.0):
             return  # a blocked member, or one calling faster than anyone reads: not passed on
@@ -736,7 +742,7 @@ class CasesFeature(Feature):
         if recent is not None:
             message_id, _ = await self.cases.add_message(recent.id, event.event_id, user, "user", text)
             line = f"{user} again, in {self.bot.store.label(room)}: «{excerpt(text)}»"
-            await self._to_thread(recent, message_id, _lines(line, _link(room, event.event_id)))
+            await self._to_thread(recent, message_id, lines_message(line, _link(room, event.event_id)))
             return
         case, _ = await self.cases.open_case(
             NewCase(
@@ -784,7 +790,7 @@ class CasesFeature(Feature):
             except MatrixError as err:
                 if self._poll_problem is None:
                     self._poll_problem = f"cannot read them ({err}); is the bot account a Synapse admin?"
-                    await self.bot.moderation.post(_lines(f"⚠️ I cannot read the homeserver's reports: {err}."))
+                    await self.bot.moderation.post(lines_message(f"⚠️ I cannot read the homeserver's reports: {err}."))
                 return 0
             self._poll_problem = None
             reports = reply.get("event_reports") if isinstance(reply, Mapping) else None
@@ -859,7 +865,7 @@ class CasesFeature(Feature):
             message_id, _ = await self.cases.add_message(joined.id, source, reporter, "report", reason)
             count = len((await self.cases.people(joined.id))["reporter"])
             line = f"Reported to the homeserver too, by {reporter} ({count} reporters): {reason}"
-            await self._to_thread(joined, message_id, _lines(line))
+            await self._to_thread(joined, message_id, lines_message(line))
             return True
 
     # -- commands ------------------------------------------------------------------------------
@@ -946,7 +952,7 @@ class CasesFeature(Feature):
         await self.cases.add_message(case.id, actor.event_id, actor.name, "reply", text)
         signature = "— the moderation team" if self.config.modmail.anonymous_staff else f"— {self._name_of(actor.name)}"
         sent = await self.tell(
-            case, case.opener, case.chat_room, _lines(_quote(text), signature), f"case-reply:{actor.event_id}"
+            case, case.opener, case.chat_room, lines_message(_quote(text), signature), f"case-reply:{actor.event_id}"
         )
         await self.bot.ledger.audit(
             actor=actor.name,
@@ -1022,12 +1028,12 @@ class CasesFeature(Feature):
 
     def _closed_text(self, case: Case) -> Message | None:
         if case.kind in ("modmail", "appeal"):
-            return _lines(
+            return lines_message(
                 f"Your case #{case.id} with the moderators is closed. If you need them again, write here.",
                 "— the moderation team",
             )
         if case.kind == "report" and case.channel == "report":
-            return _lines(
+            return lines_message(
                 f"Your report (case #{case.id}) is closed. Thank you for reporting it.", "— the moderation team"
             )
         return None
@@ -1064,7 +1070,7 @@ class CasesFeature(Feature):
         lines.append(f"Transcript: {total} message(s)" + (f" ({parts})" if parts else ""))
         if case.close_note:
             lines.append(f"Closing note: {case.close_note}")
-        return _lines(*lines)
+        return lines_message(*lines)
 
     async def _decide(self, handler: CommandHandler, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
         number, decision = int(parsed.words[0]), parsed.words[1]
@@ -1113,7 +1119,9 @@ class CasesFeature(Feature):
         else:
             head = f"{what} was considered, and the decision stands."
         rules = [rule.cite() for rule in cited_rules(f"{inf.reason} {reason}", self.config.rules)]
-        return _lines(head, f"The moderators' reason: {reason}" if reason else None, *rules, "— the moderation team")
+        return lines_message(
+            head, f"The moderators' reason: {reason}" if reason else None, *rules, "— the moderation team"
+        )
 
     async def _modmail(self, handler: CommandHandler, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
         verb, user = parsed.words[0], parsed.user

@@ -41,7 +41,7 @@ from abusebot.commands import Authorized, Parsed, text_message
 from abusebot.config import SecondChanceConfig
 from abusebot.durations import format_duration
 from abusebot.events import Event
-from abusebot.features.cases import CasesFeature, MemberRequest
+from abusebot.features.cases import CasesFeature, MemberRequest, lines_message
 from abusebot.features.votes import Vote, VoteError, VotesFeature
 from abusebot.host import Feature, feature
 from abusebot.ledger import Infraction, Job, now_ms
@@ -172,8 +172,7 @@ class SecondChanceFeature(Feature):
     async def start(self) -> None:
         """Hook into cases, votes and commands; finish what a crash cut short (a request with no
         vote yet, a decision not carried out) and give every probation its end job."""
-        asks = _asks
-        self.cases.requests.append(MemberRequest("second_chance", asks, self.request, self._root, self._ack))
+        self.cases.requests.append(MemberRequest("second_chance", _asks, self.request, self._root, self._ack))
         self.votes.on_result["second_chance"] = self.decided
         self.votes.on_result["violation"] = self.violation_decided
         self.votes.openers["violation"] = self.open_violation_vote
@@ -257,7 +256,9 @@ class SecondChanceFeature(Feature):
         if row is None:
             why = parse_request(text) or ""
             if not why:
-                await self.cases.tell(None, user, room, _lines("Please add why you ask: second chance <why…>"), key)
+                await self.cases.tell(
+                    None, user, room, lines_message("Please add why you ask: second chance <why…>"), key
+                )
                 return
             under = await self._one("user_id = ? AND state = 'voting'", (user,))
             if under is not None:
@@ -265,7 +266,9 @@ class SecondChanceFeature(Feature):
                     None,
                     user,
                     room,
-                    _lines(f"Your request for a second chance (case #{under.case_id}) is already being considered."),
+                    lines_message(
+                        f"Your request for a second chance (case #{under.case_id}) is already being considered."
+                    ),
                     key,
                 )
                 return
@@ -273,11 +276,15 @@ class SecondChanceFeature(Feature):
             row = await self._record(event, user, why[:MAX_STATEMENT], verdict)
             if row is None:  # another request of theirs opened its case first: that one is considered
                 await self.cases.tell(
-                    None, user, room, _lines("Your request for a second chance is already being considered."), key
+                    None,
+                    user,
+                    room,
+                    lines_message("Your request for a second chance is already being considered."),
+                    key,
                 )
                 return
         if row.state == "ineligible":
-            await self.cases.tell(None, user, room, _lines(row.refusal or "", TEAM), key)
+            await self.cases.tell(None, user, room, lines_message(row.refusal or "", TEAM), key)
             return
         if row.vote_id is None:
             await self._open_vote(row)
@@ -363,7 +370,7 @@ class SecondChanceFeature(Feature):
             else "banned"
         )
         vote = f"vote #{row.vote_id} decides it (see the poll)." if row and row.vote_id else "its vote is not open yet."
-        return _lines(
+        return lines_message(
             f"🔁 Second chance — case #{case.id}: {case.opener} asks for one; {banned}.",
             f"Their record: {len(counted)} sanction(s) in all (!mod history {case.opener}).",
             f"Their request: «{(case.appeal_reason or '')[:1500]}»",
@@ -373,7 +380,7 @@ class SecondChanceFeature(Feature):
         )
 
     def _ack(self, case: Case) -> Message:
-        return _lines(
+        return lines_message(
             f"Your request for a second chance is case #{case.id}. The moderators will consider it and vote on it;"
             " you will be told their decision here.",
         )
@@ -444,7 +451,7 @@ class SecondChanceFeature(Feature):
             if still
             else "You are no longer banned and may rejoin."
         )
-        terms = _lines(
+        terms = lines_message(
             f"Your request for a second chance (case #{row.case_id}) was granted. {unbanned}",
             f"For {format_duration(self.config.probation_s)}, until {when(row.probation_until)}, you are on probation:"
             " breaking any rule in that time means a permanent ban, and there is no further second chance.",
@@ -518,7 +525,7 @@ class SecondChanceFeature(Feature):
         if row.case_id is not None:
             await self.cases.cases.close(row.case_id, "denied", f"vote #{vote.id}", vote.state, None)
         case = await self.cases.cases.get(row.case_id or 0)
-        told = _lines(
+        told = lines_message(
             f"The moderators considered your request for a second chance (case #{row.case_id}) and decided not to"
             " grant it now; your ban stays in force.",
             f"You may ask again after {format_duration(self.config.after_s)}.",
@@ -651,7 +658,7 @@ class SecondChanceFeature(Feature):
         )
         if completed:
             case = await self.cases.cases.get(row.case_id or 0)
-            told = _lines(
+            told = lines_message(
                 "Your probation is over: from now on you are a member like any other. Your earlier record stays, and"
                 " the moderators take it into account.",
                 TEAM,
@@ -685,10 +692,6 @@ class SecondChanceFeature(Feature):
                     f" {probation}. No further second chance."
                 )
         return lines
-
-
-def _lines(*parts: str | None) -> Message:
-    return text_message("\n".join(part for part in parts if part))
 
 
 @feature("second_chance")

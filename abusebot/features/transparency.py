@@ -13,6 +13,7 @@ the snapshot), then its event noted: a command replayed after a crash posts noth
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -26,7 +27,6 @@ from abusebot.commands import Authorized, CommandHandler, Parsed, Spec, UsageErr
 from abusebot.host import Feature, feature
 from abusebot.ledger import now_ms
 from abusebot.transparency import (
-    Labels,
     PeriodError,
     Stats,
     as_json,
@@ -140,14 +140,6 @@ def table_message(head: str, period: str, rows: Sequence[tuple[str, str, str]], 
     return Message(plain, _TABLE.render(head=head, period=period, rows=rows, foot=foot))
 
 
-def labels_from(db_rows: Sequence[tuple[Any, ...]], rules: Sequence[Any]) -> Labels:
-    """The labels ``abusebot report`` and ``!mod stats`` name rooms with (from
-    ``transparency_rooms``; :func:`abusebot.transparency.public_label` makes each safe to print)."""
-    rooms = {str(room): str(label) for room, label, role in db_rows if role == "protected"}
-    management = next((str(room) for room, _, role in db_rows if role == "management"), None)
-    return Labels(rooms=rooms, management=management, rules=tuple(rules))
-
-
 class TransparencyFeature(Feature):
     """``!mod stats`` and ``!mod stats publish``; the rooms' labels for the report."""
 
@@ -185,10 +177,8 @@ class TransparencyFeature(Feature):
             period = parse_period(period_text) if period_text else current_half()
         except PeriodError as err:
             raise UsageError("stats", str(err)) from err
-        rows = await self.bot.ledger.fetch("SELECT room_id, label, role FROM transparency_rooms")
-        labels = labels_from(rows, self.bot.config.rules)
-        path, n = self.bot.ledger.path, self.config.min_count
-        return await asyncio.to_thread(collect, path, period, labels, n)
+        path, n, rules = self.bot.ledger.path, self.config.min_count, self.bot.config.rules
+        return await asyncio.to_thread(functools.partial(collect, path, period, None, n, rules=rules))
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -223,11 +213,7 @@ class TransparencyFeature(Feature):
             raise UsageError("stats", "there is no transparency.publish_room in the config to publish to")
         assert actor.event_id is not None
         ledger = self.bot.ledger
-        found = await ledger.fetch(
-            "SELECT id, period, counts, supersedes_id, room_id, published_event FROM transparency_snapshots"
-            " WHERE source_event = ?",
-            (actor.event_id,),
-        )
+        found = await self._snapshot_of(actor.event_id)
         if not found:
             stats = await self.stats(period_text)
             room_id = await self.bot.join_watched(self.config.publish_room)
@@ -262,11 +248,7 @@ class TransparencyFeature(Feature):
                     reason=stats.period.label,
                     event_id=actor.event_id,
                 )
-            found = await ledger.fetch(
-                "SELECT id, period, counts, supersedes_id, room_id, published_event FROM transparency_snapshots"
-                " WHERE source_event = ?",
-                (actor.event_id,),
-            )
+            found = await self._snapshot_of(actor.event_id)
         snapshot, period, counts_json, supersedes, room_id, posted = found[0]
         message = self._public(int(snapshot), str(period), json.loads(counts_json), supersedes)
         new = self.bot.moderation.send_intent(room_id, message, key=f"stats-publish:{snapshot}", mentions=[])
@@ -287,6 +269,15 @@ class TransparencyFeature(Feature):
                 f"✅ Published a correction of {period} to {label}: snapshot #{snapshot} supersedes #{supersedes}."
             )
         return text_message(f"✅ Published the statistics for {period} to {label} (snapshot #{snapshot}).")
+
+    async def _snapshot_of(self, event_id: str) -> list[tuple[Any, ...]]:
+        """The snapshot the command ``event_id`` recorded (none yet, or the one a replay finds)."""
+        rows = await self.bot.ledger.fetch(
+            "SELECT id, period, counts, supersedes_id, room_id, published_event FROM transparency_snapshots"
+            " WHERE source_event = ?",
+            (event_id,),
+        )
+        return [tuple(row) for row in rows]
 
     def _public(self, snapshot: int, period: str, counts: dict[str, Any], supersedes: int | None) -> Message:
         """The published post, from the snapshot's own numbers (a replay posts what was recorded)."""

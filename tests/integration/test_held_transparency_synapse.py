@@ -7,10 +7,9 @@ import datetime
 import re
 from pathlib import Path
 
-from abusebot.features.transparency import labels_from
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import World
-from abusebot.transparency import collect, current_half, parse_period, render
+from abusebot.transparency import collect, current_half, labels_from, parse_period, render
 from tests.integration.cases_helpers import command
 from tests.integration.test_loop import ledger_query, wait_until
 
