@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -29,7 +29,7 @@ import structlog
 from abusebot.audit import Message, action_line, fit, scope_label, user_notice
 from abusebot.config import Config
 from abusebot.ledger import ALL_ROOMS, Infraction, IntentRow, Ledger, NewIntent, Recorded
-from abusebot.matrix import Api, HomeserverUnavailable, MatrixError
+from abusebot.matrix import Api, HomeserverUnavailable, MatrixError, Priority
 from abusebot.outbox import Outbox, Result, intent
 from abusebot.rooms import ACTIVE, RoomStore
 from abusebot.safety import ACTION_POWERS, Staff, beyond_reach, can_command, cannot_act, refusal
@@ -1187,17 +1187,24 @@ class Moderation:
         await self.report(actor, line)
         return Outcome(True, line.plain, inf, line=line)
 
-    async def reach_rooms(self, rooms: Sequence[str]) -> int:
+    async def reach_rooms(self, rooms: Sequence[str], *, everyone: bool = False) -> int:
         """Bans in force everywhere reach every member (joined, invited or knocking) of
-        ``rooms``: a room protected while running (joined late, upgraded into, invited to), and
-        at start every protected room (a crash may have come between a room's join and this). A
-        ban typed while the bot was still joining a room lands there so. Each is an intent of the
-        ban's own infraction (its lift unbans every room). Returns how many bans were made."""
+        ``rooms``: at start every protected room (a crash may have come between a room's join
+        and this), and a ban typed while the bot was still joining a room lands there so.
+
+        ``everyone``: ``rooms`` just became protected (a Space's new child, an upgrade, a late
+        join, an invite), so *every* sanction in force everywhere is applied there, not only to
+        those present: each ban (policy-list bans included, someone not in the room is banned
+        before they can come), then each mute. Each is an intent of the sanction's own
+        infraction, keyed by room, so a restart finishes it without doing anything twice and
+        the sanction's lift reaches the room too. Members first, the rest behind every other
+        write. Returns how many bans were made."""
         present = {
             room_id: [u for u, m in self.store.room(room_id).memberships().items() if m in ACTIVE] for room_id in rooms
         }
         banned = await self.ledger.bans_everywhere(u for users in present.values() for u in users)
         rows: list[IntentRow] = []
+        later: list[IntentRow] = []
         for room_id, users in present.items():
             for user in sorted(set(users) & banned.keys()):
                 if self.check(user, Scope.room(room_id)):
@@ -1205,11 +1212,70 @@ class Moderation:
                 inf = banned[user]
                 ban = intent("ban", room_id, key=f"ban:{inf.id}:{room_id}", user=user, reason=inf.reason)
                 rows += await self.ledger.add_intents([ban], infraction_id=inf.id)
+        mutes: list[tuple[Infraction, IntentRow]] = []
+        if everyone:
+            bans = await self.ledger.active_everywhere("ban")
+            muted = await self.ledger.active_everywhere("mute")
+            for room_id, users in present.items():
+                here = set(users)
+                # Where the bot lacks the power, every write would fail: the room is reported
+                # as lacking it (``!mod rooms``), and nothing is queued there to fail.
+                can_ban = cannot_act(self.store.room(room_id), self.bot_user_id, "ban") is None
+                can_mute = cannot_act(self.store.room(room_id), self.bot_user_id, "mute") is None
+                for inf in bans if can_ban else ():
+                    if inf.subject in here or self.check(inf.subject, Scope.room(room_id)):
+                        continue
+                    ban = intent(
+                        "ban",
+                        room_id,
+                        key=f"ban:{inf.id}:{room_id}",
+                        priority=Priority.BACKGROUND,
+                        user=inf.subject,
+                        reason=inf.reason,
+                    )
+                    later += await self.ledger.add_intents([ban], infraction_id=inf.id)
+                for inf in muted if can_mute else ():
+                    if self.check(inf.subject, Scope.room(room_id), action="mute"):
+                        continue
+                    mute = intent("power", room_id, key=f"mute:{inf.id}:{room_id}", user=inf.subject, level="muted")
+                    mutes += [(inf, row) for row in await self.ledger.add_intents([mute], infraction_id=inf.id)]
         results = await self.outbox.run(rows)
         made = sum(result.ok for result in results)
-        if rows:
-            log.info("bans_reach_rooms", rooms=len(rooms), bans=made, failed=len(rows) - made)
+        mute_results = await self.outbox.run([row for _, row in mutes])
+        for (inf, row), result in zip(mutes, mute_results, strict=True):
+            if result.ok:
+                await self._mute_reached(inf, row.room_id, result.value)
+        later_results = await self.outbox.run(later)
+        made += sum(result.ok for result in later_results)
+        if rows or later or mutes:
+            log.info(
+                "sanctions_reach_rooms",
+                rooms=len(rooms),
+                bans=made,
+                failed=len(rows) + len(later) - made,
+                mutes=sum(result.ok for result in mute_results),
+            )
         return made
+
+    async def _mute_reached(self, inf: Infraction, room_id: str, value: Mapping[str, Any]) -> None:
+        """A mute in force everywhere now holds in a room protected later: its lift must restore
+        the level there too. Lifted meanwhile (its lift did not know of the room), it is undone
+        there at once."""
+        entry = {"previous": value.get("previous"), "muted_level": value.get("level")}
+        if await self.ledger.mute_reached(inf.id, room_id, entry, actor=self.bot_user_id):
+            return
+        await self.outbox.do_all(
+            [intent("power", room_id, user=inf.subject, level=entry["previous"], only_if=entry["muted_level"])]
+        )
+
+    async def _applied_in(self, inf: Infraction, kind: str) -> dict[str, Mapping[str, Any]]:
+        """The rooms where ``inf``'s own ``kind`` intents took hold, with their results (a room
+        protected later, perhaps no longer protected; a result a crash kept from its undo)."""
+        return {
+            row.room_id: row.result
+            for row in await self.ledger.intents_for(inf.id)
+            if row.kind == kind and row.state == "done" and row.key.startswith(f"{PRIMARY_KEY[kind]}:{inf.id}:")
+        }
 
     def rooms_of(self, inf: Infraction) -> list[str]:
         """The rooms an infraction's scope covers now."""
@@ -1225,11 +1291,21 @@ class Moderation:
         covered = {other.scope for other in others}
         if inf.kind == "mute":
             undo = dict(inf.undo)
-            kept = {room: entry for room, entry in dict(undo.get("rooms", {})).items() if room not in covered}
+            recorded = dict(undo.get("rooms", {}))
+            # A room the mute reached later whose entry a crash kept from the undo: its intent's result.
+            for room, result in (await self._applied_in(inf, "power")).items():
+                if inf.scope == ALL_ROOMS and room not in recorded and "previous" in result:
+                    recorded[room] = {"previous": result.get("previous"), "muted_level": result.get("level")}
+            kept = {room: entry for room, entry in recorded.items() if room not in covered}
             return await self._restore_levels(inf.subject, {**undo, "rooms": kept})
         if inf.kind == "ban":
+            # The rooms it covers now, and those it reached that are no longer protected (a
+            # child taken out of a Space) while the bot is still there: its ban, its lift.
+            applied = [r for r in await self._applied_in(inf, "ban") if self._present(r)]
             rooms = [
-                r for r in self.rooms_of(inf) if r not in covered and await self.membership(r, inf.subject) == "ban"
+                r
+                for r in dict.fromkeys([*self.rooms_of(inf), *applied])
+                if r not in covered and await self.membership(r, inf.subject) == "ban"
             ]
             why = reason or f"#{inf.id} expired"
             rows = [intent("unban", room, user=inf.subject, reason=why) for room in rooms]
@@ -1265,6 +1341,10 @@ class Moderation:
         await self._run_pending(inf.id)
         return True
 
+    def _present(self, room_id: str) -> bool:
+        """Whether the bot is in ``room_id`` (as far as its state says)."""
+        return self.store.known(room_id) and self.store.room(room_id).membership(self.bot_user_id) == "join"
+
     async def membership(self, room_id: str, user_id: str) -> str | None:
         """The user's membership, read fresh from the homeserver (our cache may lag)."""
         try:
@@ -1285,6 +1365,8 @@ class Moderation:
 RESUME_CONCURRENCY = 8
 #: The intent kind that carries out each kind of infraction in a room.
 PRIMARY = {"ban": "ban", "mute": "power", "kick": "kick"}
+#: How a sanction's own intents are keyed (``<prefix>:<infraction id>:<room>``), by intent kind.
+PRIMARY_KEY = {"ban": "ban", "power": "mute", "kick": "kick"}
 VERBS = {"ban": "Banned", "mute": "Muted", "kick": "Kicked", "warning": "Warned", "note": "Noted"}
 #: The same, for a line saying it failed ("FAILED to ban", not "FAILED to banned").
 INFINITIVES = {"ban": "ban", "mute": "mute", "kick": "kick", "warning": "warn", "note": "note"}

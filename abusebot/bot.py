@@ -100,7 +100,7 @@ class Bot:
         #: Rooms whose whole state was read in this run (the others know only what syncs said).
         self._state_read: set[str] = set()
         #: Configured rooms the bot is not in yet (as configured, and their id when it resolves).
-        self._to_join: list[tuple[str, str | None]] = []
+        self._to_join: list[tuple[str, str | None, str]] = []
         #: Rooms just joined → the time of our join (ms): their first batch's older events are history.
         self._fresh: dict[str, int] = {}
         self._joiner: asyncio.Task[None] | None = None
@@ -177,6 +177,8 @@ class Bot:
             self.host.add(FACTORIES[name](self))
         for spec in self.host.commands():
             self.commands.add(spec)
+        self.commands.room_notes = self.host.room_problems
+        self.commands.room_origins = self.host.origins
         await self._join_rooms()
         # After the management room is known (a resumed line posts there), before any new event:
         # what a crash left half done is finished first.
@@ -355,13 +357,15 @@ class Bot:
         self._state_read.add(room_id)
         return events
 
-    async def _join_new(self, room: str, room_id: str | None, priority: int = Priority.MEMBERSHIP) -> str:
+    async def _join_new(
+        self, room: str, room_id: str | None, priority: int = Priority.MEMBERSHIP, via: Sequence[str] = ()
+    ) -> str:
         """Join a room the bot was not in. Its first timeline is history from before the join
         (up to the sync's limit, and older than our checkpoint): what precedes our join in it
         is learnt as state, never acted on (see :meth:`_live_events`)."""
         if room_id is not None:
             self._fresh[room_id] = int(time.time() * 1000)  # before the join: its first batch may come first
-        joined = await self.api.join(room, priority)
+        joined = await self.api.join(room, priority, via)
         self.store.joined(joined)  # from here on actions reach it (its state comes with the join's sync)
         if room_id is None:  # an alias: marked only now (the first batch may have been handled)
             self._fresh.setdefault(joined, int(time.time() * 1000))
@@ -411,15 +415,17 @@ class Bot:
         await asyncio.gather(*(learn(room_id) for room_id in present))
         # Rooms are protected in the configured order all the same; a room upgraded while we
         # were away is not protected: its successor (in ``extra``) is.
+        configured = set(cfg.protected_rooms)
         for room, room_id in zip(wanted, ids, strict=True):
             if room_id is not None and room_id in replaced:
                 continue
+            origin = "config" if room in configured else "upgrade"
             if room_id is not None and room_id in joined:
-                self.store.protect(room_id)
+                self.store.protect(room_id, origin=origin)
             else:
                 if room_id is not None:
-                    self.store.protect(room_id, joining=True)
-                self._to_join.append((room, room_id))
+                    self.store.protect(room_id, joining=True, origin=origin)
+                self._to_join.append((room, room_id, origin))
 
     async def _join_the_rest(self) -> None:
         """Join the configured rooms the bot is not in yet, a few at a time, with progress in
@@ -433,7 +439,7 @@ class Bot:
         failed: list[str] = []
         log.info("joining_rooms", done=0, total=len(todo))
 
-        async def join(room: str, room_id: str | None) -> None:
+        async def join(room: str, room_id: str | None, origin: str) -> None:
             async with gate:
                 try:
                     new = await self._join_new(room, room_id, Priority.BACKGROUND)
@@ -445,14 +451,14 @@ class Bot:
                     failed.append(room)
                     log.error("cannot_join_protected_room", room=room, error=str(err), note="will join when invited")
                 else:
-                    self.store.protect(new)  # by id, when it was configured as an alias
+                    self.store.protect(new, origin=origin)  # by id, when it was configured as an alias
                     joined.append(new)
                     await self._room_protected(new)
                 done = len(joined) + len(failed)
                 if done % 50 == 0 or done == len(todo):
                     log.info("joining_rooms", done=done, total=len(todo))
 
-        await asyncio.gather(*(join(room, room_id) for room, room_id in todo))
+        await asyncio.gather(*(join(room, room_id, origin) for room, room_id, origin in todo))
         seconds = time.monotonic() - started
         problems = {r: m for r, m in room_problems(self.store, self.hs.user_id).items() if r in set(joined)}
         head = f"Joined {len(joined)} room(s) in {seconds:.0f} s; protecting {len(self.store.protected)} room(s)"
@@ -619,14 +625,37 @@ class Bot:
             await self._room_protected(room_id)
         log.info("accepted_invite", room_id=room_id)
 
-    async def join_watched(self, room: str) -> str:
-        """Join (once) a room a feature watches without protecting it (a suggestions room); what
-        was said there before the join is history, never acted on. Returns the room's id."""
+    async def join_watched(self, room: str, via: Sequence[str] = ()) -> str:
+        """Join (once) a room a feature watches without protecting it (a suggestions room, a
+        Space); what was said there before the join is history, never acted on. Returns the
+        room's id."""
         room_id = await self.hs.resolve_alias(room) if room.startswith("#") else room
         if room_id in set(await self.hs.joined_rooms()):
             await self.ensure_state(room_id)
             return str(room_id)
-        return await self._join_new(room, room_id)
+        return await self._join_new(room, room_id, via=via)
+
+    async def protect_room(self, room_id: str, origin: str) -> bool:
+        """Protect ``room_id`` because of ``origin`` (``space:<id>``), joining it first when the
+        bot is not in it (what was said there before is history). A room that becomes protected
+        gets every sanction in force everywhere (:meth:`_room_protected`). True when it was not
+        protected before; a failed join raises, and leaves the room unprotected."""
+        if self.store.is_protected(room_id):
+            self.store.protect(room_id, origin=origin)
+            return False
+        if room_id in set(await self.hs.joined_rooms()):
+            await self.ensure_state(room_id)
+            self.store.protect(room_id, origin=origin)
+        else:
+            self.store.protect(room_id, joining=True, origin=origin)
+            try:
+                await self._join_new(room_id, room_id)
+            except BaseException:
+                self.store.unprotect(room_id, origin)
+                self._fresh.pop(room_id, None)
+                raise
+        await self._room_protected(room_id)
+        return True
 
     async def ensure_state(self, room_id: str) -> None:
         """Read ``room_id``'s whole state once in this run (a direct chat quiet since the start
@@ -645,10 +674,11 @@ class Bot:
         return True
 
     async def _room_protected(self, room_id: str) -> None:
-        """A room became protected while running: bans in force everywhere reach it, then the
-        features hear of it. A failure is logged; it never stops the joins or the loop."""
+        """A room became protected while running: every ban and mute in force everywhere
+        reaches it, then the features hear of it. A failure is logged; it never stops the joins
+        or the loop."""
         try:
-            await self.moderation.reach_rooms([room_id])
+            await self.moderation.reach_rooms([room_id], everyone=True)
         except Exception as err:
             log.exception("reach_room_failed", room_id=room_id, error=repr(err))
         await self.host.room_added(room_id)
@@ -911,7 +941,7 @@ class Bot:
             await self.ledger.set_kv("management_room_override", replacement)
         else:
             self.store.unprotect(old)
-            self.store.protect(replacement)
+            self.store.protect(replacement, origin="upgrade")
             await self._room_protected(replacement)
         await self.ledger.audit(
             actor=event.sender,
@@ -952,6 +982,7 @@ class Bot:
             f"{self.outbox.done_count} done, {self.outbox.failed_count} failed since start",
             self._encryption_line(await self.ledger.waiting_count()),
             *self.host.status(),
+            *(f"⚠️ {line}" for line in self.host.room_problems()),
             f"Rooms with a problem: {len(problems)} of {len(rooms)}" + (" (details: !mod rooms)" if problems else ""),
         ]
         listing = self._problem_list(head[-1], problems)
@@ -980,6 +1011,9 @@ class Bot:
         head = f"✅ abusebot {__version__} started: protecting {len(self.store.protected)} room(s)"
         if self._to_join:
             head += f", joining {len(self._to_join)} more (I say so when done)"
+        unjoined = self.host.room_problems()
+        if unjoined:
+            head += "; " + "; ".join(f"⚠️ {line}" for line in unjoined)
         if problems:
             head += f"; in {len(problems)} of them I lack a power I need:"
             for room_id, missing in problems.items():

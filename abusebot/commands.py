@@ -438,6 +438,10 @@ class CommandHandler:
         self.guards: dict[str, list[Guard]] = {}
         #: What adds lines to ``!mod history``.
         self.history_notes: list[HistoryNotes] = []
+        #: For ``!mod rooms``: the rooms the features could not get, and why a feature protects
+        #: a room (the bot points these at its host).
+        self.room_notes: Callable[[], list[str]] = list
+        self.room_origins: Callable[[str], list[str]] = lambda room_id: []
 
     def guard(self, names: Sequence[str], check: Guard) -> None:
         """Have ``check`` look at every ``names`` command (after the authorization, before it runs)."""
@@ -758,16 +762,31 @@ class CommandHandler:
         return _reply(await self.moderation.redact(_the_user(parsed), count, "removed by a moderator", actor, scope))
 
     def rooms_message(self) -> Message:
-        """``!mod rooms``: each protected room, and the powers the bot lacks where it lacks one."""
-        problems = room_problems(self.store, self.moderation.bot_user_id)
+        """``!mod rooms``: each protected room with why it is protected (config, a Space, a room
+        upgrade) and the bot's power there, the powers it lacks where it lacks one, then the
+        rooms it should protect and could not join."""
+        bot = self.moderation.bot_user_id
+        problems = room_problems(self.store, bot)
         rooms = self.store.protected
+        unjoined = self.room_notes()
         head = f"Protecting {len(rooms)} room(s); {len(problems)} with a problem."
+        if unjoined:
+            head += f" {len(unjoined)} I should protect and cannot:"
 
         def state(room_id: str) -> str:
-            return "missing " + ", ".join(problems[room_id]) if room_id in problems else "all powers I need"
+            origins = [
+                *(ORIGIN_WORDS[o] for o in self.store.origins(room_id) if o in ORIGIN_WORDS),
+                *self.room_origins(room_id),
+            ]
+            level = self.store.room(room_id).power_levels.user_level(bot)
+            lacks = "missing " + ", ".join(problems[room_id]) if room_id in problems else "all powers I need"
+            return f"from {', '.join(origins) or 'an invite'}; my power {level}; {lacks}"
 
-        lines = [f"{self.store.label(r)} ({r}): {state(r)}" for r in rooms]
-        rich = [f"{room_pill(r, self.store.label(r))}: {html.escape(state(r))}" for r in rooms]
+        lines = [*(f"⚠️ {line}" for line in unjoined), *(f"{self.store.label(r)} ({r}): {state(r)}" for r in rooms)]
+        rich = [
+            *(f"⚠️ {html.escape(line)}" for line in unjoined),
+            *(f"{room_pill(r, self.store.label(r))}: {html.escape(state(r))}" for r in rooms),
+        ]
         return bullet_list(head, lines, limit=60, html_items=rich)
 
     async def _unlock(self, parsed: Parsed, auth: Authorized, actor: Actor) -> Message:
@@ -792,6 +811,10 @@ class CommandHandler:
         if scope.key != "*":
             return False
         return "--list" in parsed.flags or parsed.duration_s is None
+
+
+#: How ``!mod rooms`` names why the core protects a room (a feature names its own: a Space).
+ORIGIN_WORDS = {"config": "config", "upgrade": "room upgrade"}
 
 
 class Reaction(Message):

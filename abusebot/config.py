@@ -135,6 +135,8 @@ class Config:
     data_dir: Path
     management_room: str
     protected_rooms: tuple[str, ...]
+    #: Spaces whose child rooms (and sub-Spaces' children) are protected too.
+    protected_spaces: tuple[str, ...] = ()
     password: str | None = None
     access_token: str | None = None
     device_name: str = "abusebot"
@@ -209,6 +211,16 @@ def _room(value: Any, path: str) -> str:
     return text
 
 
+def _rooms(data: Mapping[str, Any], key: str, expected: str, *, required: bool) -> tuple[str, ...]:
+    """A list of room ids or aliases, each checked (a duplicate is kept once)."""
+    value = _require(data, key, expected) if required else data.get(key, [])
+    if value is None and not required:
+        value = []
+    if not isinstance(value, list):
+        raise ConfigError(key, expected, value)
+    return tuple(dict.fromkeys(_room(room, f"{key}[{i}]") for i, room in enumerate(value)))
+
+
 def _mapping(value: Any, path: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigError(path, "a mapping of keys to values", value)
@@ -259,6 +271,7 @@ _KNOWN_KEYS = frozenset(
         "data_dir",
         "management_room",
         "protected_rooms",
+        "protected_spaces",
         "moderator_power_level",
         "command_prefix",
         "rules_url",
@@ -548,12 +561,13 @@ def parse_config(data: Any, base: Path | None = None, source: Path | None = None
         data_dir = base / data_dir
 
     management_room = _room(_require(data, "management_room", "a room id or alias"), "management_room")
-    rooms_value = _require(data, "protected_rooms", "a list of room ids or aliases")
-    if not isinstance(rooms_value, list):
-        raise ConfigError("protected_rooms", "a list of room ids or aliases", rooms_value)
-    protected = tuple(_room(room, f"protected_rooms[{i}]") for i, room in enumerate(rooms_value))
+    spaces = _rooms(data, "protected_spaces", "a list of Space ids or aliases", required=False)
+    # With a Space to protect, the rooms may come from it alone.
+    protected = _rooms(data, "protected_rooms", "a list of room ids or aliases", required=not spaces)
     if management_room in protected:
         raise ConfigError("protected_rooms", "rooms other than the management room", management_room)
+    if management_room in spaces:
+        raise ConfigError("protected_spaces", "Spaces other than the management room", management_room)
 
     prefix = _optional(data, "command_prefix", _string, "!mod")
     if len(prefix.split()) != 1:
@@ -575,6 +589,7 @@ def parse_config(data: Any, base: Path | None = None, source: Path | None = None
         data_dir=data_dir,
         management_room=management_room,
         protected_rooms=protected,
+        protected_spaces=spaces,
         moderator_power_level=_optional(data, "moderator_power_level", lambda v, p: _integer(v, p, 1, 2**53 - 1), 50),
         command_prefix=prefix,
         rules_url=rules_url,

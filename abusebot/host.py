@@ -12,8 +12,9 @@ A feature declares:
   one authorization checkpoint guards like every other command;
 * ``migrations``: its own tables, applied once each, in order, recorded per feature;
 * ``start`` / ``ready`` (every feature started) / ``stop``, ``room_added`` (a room protected
-  while running), ``room_left`` (the bot is out of one of its rooms), and ``status()`` lines for
-  ``!mod status``.
+  while running), ``room_left`` (the bot is out of one of its rooms), ``status()`` lines for
+  ``!mod status``, and for ``!mod rooms`` the rooms it could not get (``room_problems``) and
+  why it protects a room (``origin_of``).
 
 The core never names a feature: the bot loads them from :data:`FACTORIES` (each module of
 :mod:`abusebot.features` registers its own), and everything else goes through this host.
@@ -94,6 +95,15 @@ class Feature:
     def status(self) -> list[str]:
         """Lines for ``!mod status``."""
         return []
+
+    def room_problems(self) -> list[str]:
+        """Rooms this feature should have and could not get (a Space's child it cannot join),
+        one line each: said at start, in ``!mod status`` and in ``!mod rooms``."""
+        return []
+
+    def origin_of(self, room_id: str) -> str | None:
+        """Why this feature protects ``room_id`` (``Space Community``), for ``!mod rooms``."""
+        return None
 
 
 @attrs.define
@@ -241,6 +251,29 @@ class Host:
                 stats.calls += 1
                 stats.total_s += elapsed
                 stats.slowest_s = max(stats.slowest_s, elapsed)
+
+    def room_problems(self) -> list[str]:
+        """Every feature's room problems (one failing is logged and left out)."""
+        lines: list[str] = []
+        for feature in self.features.values():
+            try:
+                lines += feature.room_problems()
+            except Exception as err:
+                log.exception("room_problems_failed", feature=feature.name, error=repr(err))
+        return lines
+
+    def origins(self, room_id: str) -> list[str]:
+        """What the features say of why ``room_id`` is protected."""
+        found: list[str] = []
+        for feature in self.features.values():
+            try:
+                origin = feature.origin_of(room_id)
+            except Exception as err:
+                log.exception("origin_failed", feature=feature.name, room_id=room_id, error=repr(err))
+                continue
+            if origin:
+                found.append(origin)
+        return found
 
     def status(self) -> list[str]:
         """Every feature's status lines, then one line on the handlers' timings."""

@@ -892,6 +892,43 @@ class Ledger:
                 found[inf.subject] = inf
         return found
 
+    async def active_everywhere(self, kind: str) -> list[Infraction]:
+        """Every ``kind`` in force in every protected room, the newest of each subject, oldest
+        subject first (what a room protected later must get)."""
+        newest: dict[str, Infraction] = {}
+        for inf in await self._select("state = 'active' AND kind = ? AND scope = '*' ORDER BY id", (kind,)):
+            newest[inf.subject] = inf
+        return sorted(newest.values(), key=lambda inf: inf.id)
+
+    async def mute_reached(self, infraction_id: int, room_id: str, entry: Mapping[str, Any], *, actor: str) -> bool:
+        """Add a room to an active mute's undo (what its lift restores), with an audit row, in
+        one statement each (two rooms reached at once never lose each other). False when the
+        mute is no longer active (or the room id cannot be a JSON key)."""
+        if '"' in room_id or "\\" in room_id:
+            return False
+        async with self.transaction() as db:
+            cur = await db.execute(
+                "UPDATE infractions SET undo = json_set(undo, '$.rooms.\"' || ? || '\"', json(?)), updated_at = ?"
+                " WHERE id = ? AND state = 'active' AND kind = 'mute'",
+                (room_id, json.dumps(dict(entry)), now_ms(), infraction_id),
+            )
+            if cur.rowcount != 1:
+                return False
+            async with db.execute("SELECT subject FROM infractions WHERE id = ?", (infraction_id,)) as found:
+                row = await found.fetchone()
+            await _insert_audit(
+                db,
+                actor=actor,
+                action="mute:reached_room",
+                subject=row[0] if row else None,
+                room=room_id,
+                infraction_id=infraction_id,
+                outcome="done",
+                reason=None,
+                detail=dict(entry),
+            )
+        return True
+
     async def active_by_rule(self, origin: str, rule: str) -> list[Infraction]:
         """Active infractions made by ``origin`` because of ``rule`` (e.g. one policy-list rule)."""
         return await self._select("state = 'active' AND origin = ? AND rule = ? ORDER BY id", (origin, rule))

@@ -16,7 +16,7 @@ import json
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -496,9 +496,12 @@ class Api:
         reply = await self._write(priority, "PUT", path, dict(content), f"send {event_type} to {room_id}")
         return str(reply.get("event_id", ""))
 
-    async def join(self, room: str, priority: int = Priority.MEMBERSHIP) -> str:
-        """Join a room by id or alias; returns the room id."""
-        reply = await self._write(priority, "POST", f"{API}/join/{q(room)}", {}, f"join {room}")
+    async def join(self, room: str, priority: int = Priority.MEMBERSHIP, via: Sequence[str] = ()) -> str:
+        """Join a room by id or alias (``via``: servers to join through, for a room id we have
+        never been in, such as a Space's child); returns the room id."""
+        servers = "&".join(f"{name}={q(server)}" for server in via[:10] for name in ("via", "server_name"))
+        path = f"{API}/join/{q(room)}" + (f"?{servers}" if servers else "")
+        reply = await self._write(priority, "POST", path, {}, f"join {room}")
         return str(reply.get("room_id", room))
 
     async def invite(self, room_id: str, user_id: str) -> None:

@@ -105,6 +105,25 @@ class RoomState:
         """Every user the room's state names, with their membership (read-only view)."""
         return self._memberships
 
+    def space_children(self) -> dict[str, list[str]]:
+        """The rooms this room names as its Space children, each with its ``via``: the
+        ``m.space.child`` events whose ``via`` is a non-empty list of server names (an empty or
+        missing ``via`` is a removed child), keyed by a room id. In the order the ids sort, so a
+        walk is the same each time."""
+        children: dict[str, list[str]] = {}
+        for (event_type, state_key), event in self._events.items():
+            if event_type != "m.space.child" or not state_key.startswith("!") or len(state_key) > 255:
+                continue
+            via = event.get("content", {}).get("via")
+            if isinstance(via, list) and via and all(isinstance(server, str) and server for server in via):
+                children[state_key] = list(via)
+        return dict(sorted(children.items()))
+
+    @property
+    def is_space(self) -> bool:
+        """True when the room was created as a Space (``type: m.space`` in its create event)."""
+        return self.content("m.room.create").get("type") == "m.space"
+
     @property
     def room_version(self) -> str:
         """The room version from the create event (``1`` when absent)."""
@@ -127,8 +146,9 @@ class RoomStore:
     def __init__(self) -> None:
         self._rooms: dict[str, RoomState] = {}
         self.management_id: str = ""
-        #: Protected room ids, in the order they were added (dict as an ordered set).
-        self._protected: dict[str, None] = {}
+        #: Protected room ids, in the order they were added, each with why it is protected
+        #: (``config``, ``upgrade``, ``space:<id>``): a room stays protected while any holds.
+        self._protected: dict[str, set[str]] = {}
         #: Protected rooms the bot is still joining: their events are routed as a protected
         #: room's (none can arrive before the join), but nothing acts in them until joined.
         self._joining: set[str] = set()
@@ -145,24 +165,39 @@ class RoomStore:
         """How many protected rooms the bot is still joining."""
         return len(self._joining)
 
-    def protect(self, room_id: str, *, joining: bool = False) -> bool:
-        """Add a protected room (``joining``: not joined yet, see :meth:`joined`); False when it
-        already was."""
+    def protect(self, room_id: str, *, joining: bool = False, origin: str = "config") -> bool:
+        """Add a protected room (``joining``: not joined yet, see :meth:`joined`), protected
+        because of ``origin``; False when it already was (the origin is added all the same)."""
         if joining and room_id not in self._protected:
             self._joining.add(room_id)
-        if room_id in self._protected:
+        origins = self._protected.get(room_id)
+        if origins is not None:
+            origins.add(origin)
             return False
-        self._protected[room_id] = None
+        self._protected[room_id] = {origin}
         return True
+
+    def origins(self, room_id: str) -> list[str]:
+        """Why ``room_id`` is protected (sorted; empty when it is not)."""
+        return sorted(self._protected.get(room_id, ()))
 
     def joined(self, room_id: str) -> None:
         """A protected room that was being joined is joined: actions reach it from now on."""
         self._joining.discard(room_id)
 
-    def unprotect(self, room_id: str) -> None:
-        """Stop protecting a room."""
-        self._protected.pop(room_id, None)
+    def unprotect(self, room_id: str, origin: str | None = None) -> bool:
+        """Stop protecting a room (``origin``: only for that reason; it stays protected while
+        another holds). True when the room is no longer protected."""
+        origins = self._protected.get(room_id)
+        if origins is None:
+            return True
+        if origin is not None:
+            origins.discard(origin)
+            if origins:
+                return False
+        del self._protected[room_id]
         self._joining.discard(room_id)
+        return True
 
     def is_protected(self, room_id: str) -> bool:
         """True for a protected room (joined, or being joined)."""

@@ -21,6 +21,7 @@ def load_all() -> list[str]:
     return first + sorted(name for name in FACTORIES if name not in ORDER)
 
 
-#: Policy lists look at an event before the protections: a listed user who joins is banned
-#: before a protection weighs their first message.
-ORDER = ("policy_lists", "protections")
+#: A Space's rooms are protected before the lists load (their first sweep covers them); policy
+#: lists look at an event before the protections: a listed user who joins is banned before a
+#: protection weighs their first message.
+ORDER = ("spaces", "policy_lists", "protections")

@@ -153,7 +153,8 @@ async def test_the_handlers_are_timed(host: Host) -> None:
 
 
 def test_the_features_of_the_package_register_themselves() -> None:
-    """Every module of abusebot.features registers a factory; policy lists run before protections."""
+    """Every module of abusebot.features registers a factory; a Space's rooms are protected
+    before the policy lists load, and policy lists run before protections."""
     names = load_all()
-    assert names[:2] == ["policy_lists", "protections"]
+    assert names[:3] == ["spaces", "policy_lists", "protections"]
     assert set(names) <= set(FACTORIES)
