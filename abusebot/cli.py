@@ -158,8 +158,10 @@ async def _check_rooms(config: Config, hs: Any) -> tuple[list[str], str | None]:
     from abusebot.rooms import RoomState
     from abusebot.safety import missing_powers
 
-    wanted = [("management_room", config.management_room)] + [
-        (f"protected_rooms[{i}]", room) for i, room in enumerate(config.protected_rooms)
+    wanted = [
+        ("management_room", config.management_room),
+        *((f"protected_rooms[{i}]", room) for i, room in enumerate(config.protected_rooms)),
+        *((f"protected_spaces[{i}]", room) for i, room in enumerate(config.protected_spaces)),
     ]
     ids: dict[str, str] = {}
     for key, room in wanted:
@@ -198,6 +200,11 @@ async def _check_rooms(config: Config, hs: Any) -> tuple[list[str], str | None]:
         if room_id in invited:
             print(f"{key} {label}: invited; I will join at start")
             continue
+        space = key.startswith("protected_spaces")
+        if room_id not in joined and space:
+            # A public Space is joined at start (its rooms then, each reported by the start line).
+            print(f"{key} {label}: not joined; I join it at start (invite {config.user_id} if it is not public)")
+            continue
         if room_id not in joined:
             problems.append(f"{key} {label}: I am neither joined nor invited; invite {config.user_id}")
             continue
@@ -207,6 +214,11 @@ async def _check_rooms(config: Config, hs: Any) -> tuple[list[str], str | None]:
         notes = []
         if state.get("m.room.encryption") is not None:
             notes.append("encrypted (I read and answer there encrypted)")
+        if space:
+            if not state.is_space:
+                problems.append(f"{key} {label}: not a Space (its create event has no type m.space)")
+            print(f"{key} {label}: joined" + ("; a Space (its rooms are checked at start)" if state.is_space else ""))
+            continue
         if key != "management_room":
             missing = missing_powers(state, hs.user_id)
             if missing:

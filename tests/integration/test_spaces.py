@@ -16,6 +16,7 @@ from tests.integration.cases_helpers import command
 from tests.integration.spaces_helpers import add_child, create_space, remove_child
 from tests.integration.test_cases import from_bot
 from tests.integration.test_commands import users_levels
+from tests.integration.test_day_one import check_config
 from tests.integration.test_loop import ledger_query, wait_until
 
 
@@ -168,5 +169,31 @@ async def test_a_sub_space_taken_out_takes_its_rooms_with_it(synapse: SynapseSer
         # A message in the Space room itself is never weighed by a protection.
         await asyncio.sleep(0.5)
         assert bot.store.protected == [configured]
+    finally:
+        await w.close()
+
+
+async def test_check_config_checks_the_spaces(synapse: SynapseServer, tmp_path: Path) -> None:
+    """A public Space the bot is not in yet is fine (it joins at start); a room that is no Space is
+    a problem (exit 1); a Space alias that does not resolve is a config error (exit 2)."""
+    w = await World.create(synapse, tmp_path, rooms=1, members=())
+    try:
+        space = await create_space(w.mod, "Community")
+        plain = await w.mod.create_room(name="Plain")
+        await w.mod.invite(plain, w.bot_account.user_id)
+        fine = check_config(w, protected_spaces=[space])
+        assert "protected_spaces[0]" in fine.stdout, fine.stdout
+        assert "I join it at start" in fine.stdout, fine.stdout
+        w.write_config({"protected_spaces": [space]})
+        await w.start_bot()  # joins the management room, the protected room and the Space
+        await w.bot.join_watched(plain)
+        await w.stop_bot()
+        joined = check_config(w, protected_spaces=[space, plain])
+        assert joined.returncode == 1, joined.stdout + joined.stderr
+        assert "a Space (its rooms are checked at start)" in joined.stdout, joined.stdout
+        assert f"protected_spaces[1] {plain}: not a Space" in joined.stdout + joined.stderr
+        missing = check_config(w, protected_spaces=["#no-such-space:localhost"])
+        assert missing.returncode == 2, missing.stdout + missing.stderr
+        assert "protected_spaces[0]" in missing.stderr, missing.stderr
     finally:
         await w.close()
