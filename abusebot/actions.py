@@ -120,6 +120,9 @@ class Moderation:
         self.wake_scheduler: asyncio.Event = asyncio.Event()
         #: Infractions being carried out in this process, with their outcome to come.
         self._settling: dict[int, asyncio.Future[Outcome]] = {}
+        #: Writes left to run behind the batch (a new room's bans of people not in it): recorded
+        #: first, so a stop or a crash leaves them to the outbox's resume at the next start.
+        self.background: set[asyncio.Task[None]] = set()
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -1198,7 +1201,8 @@ class Moderation:
         before they can come), then each mute. Each is an intent of the sanction's own
         infraction, keyed by room, so a restart finishes it without doing anything twice and
         the sanction's lift reaches the room too. Members first, the rest behind every other
-        write. Returns how many bans were made."""
+        write, in the background (recorded first; a restart resumes what is left). Returns how
+        many bans of members were made."""
         present = {
             room_id: [u for u, m in self.store.room(room_id).memberships().items() if m in ACTIVE] for room_id in rooms
         }
@@ -1245,17 +1249,31 @@ class Moderation:
         for (inf, row), result in zip(mutes, mute_results, strict=True):
             if result.ok:
                 await self._mute_reached(inf, row.room_id, result.value)
-        later_results = await self.outbox.run(later)
-        made += sum(result.ok for result in later_results)
-        if rows or later or mutes:
+        if rows or mutes:
             log.info(
                 "sanctions_reach_rooms",
                 rooms=len(rooms),
                 bans=made,
-                failed=len(rows) + len(later) - made,
+                failed=len(rows) - made,
                 mutes=sum(result.ok for result in mute_results),
+                later=len(later),
             )
+        if later:
+            # Hundreds of bans of people not there take the homeserver minutes: they must not
+            # hold up the sync batch (nor the line saying the room is protected).
+            task = asyncio.create_task(self._run_later(later, len(rooms)))
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
         return made
+
+    async def _run_later(self, rows: Sequence[IntentRow], rooms: int) -> None:
+        try:
+            results = await self.outbox.run(rows)
+        except Exception as err:  # the rows stay pending: the next start resumes them
+            log.exception("background_bans_failed", rows=len(rows), error=repr(err))
+            return
+        made = sum(result.ok for result in results)
+        log.info("bans_reach_rooms_ahead", rooms=rooms, bans=made, failed=len(rows) - made)
 
     async def _mute_reached(self, inf: Infraction, room_id: str, value: Mapping[str, Any]) -> None:
         """A mute in force everywhere now holds in a room protected later: its lift must restore

@@ -223,6 +223,11 @@ class Bot:
         with contextlib.suppress(AttributeError):
             await self.commands.close()
         with contextlib.suppress(AttributeError):
+            # Left pending in the outbox: the next start resumes them.
+            for task in list(self.moderation.background):
+                task.cancel()
+            await asyncio.gather(*self.moderation.background, return_exceptions=True)
+        with contextlib.suppress(AttributeError):
             await self.scheduler.stop()
         with contextlib.suppress(AttributeError):
             await self.host.stop()
@@ -982,7 +987,7 @@ class Bot:
             f"{self.outbox.done_count} done, {self.outbox.failed_count} failed since start",
             self._encryption_line(await self.ledger.waiting_count()),
             *self.host.status(),
-            *(f"⚠️ {line}" for line in self.host.room_problems()),
+            *(f"⚠️ {line}" for line in self.host.room_problems()[:10]),
             f"Rooms with a problem: {len(problems)} of {len(rooms)}" + (" (details: !mod rooms)" if problems else ""),
         ]
         listing = self._problem_list(head[-1], problems)
@@ -1013,7 +1018,9 @@ class Bot:
             head += f", joining {len(self._to_join)} more (I say so when done)"
         unjoined = self.host.room_problems()
         if unjoined:
-            head += "; " + "; ".join(f"⚠️ {line}" for line in unjoined)
+            head += "; " + "; ".join(f"⚠️ {line}" for line in unjoined[:10])
+            if len(unjoined) > 10:
+                head += f"; and {len(unjoined) - 10} more (!mod rooms)"
         if problems:
             head += f"; in {len(problems)} of them I lack a power I need:"
             for room_id, missing in problems.items():

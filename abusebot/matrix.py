@@ -447,17 +447,18 @@ class Api:
             f"{action} {user_id} in {room_id}",
         )
 
-    async def ban(self, room_id: str, user_id: str, reason: str) -> None:
-        """Ban ``user_id`` from ``room_id`` (ahead of everything else in the queue)."""
-        await self._membership("ban", Priority.BAN, room_id, user_id, reason)
+    async def ban(self, room_id: str, user_id: str, reason: str, priority: int = Priority.BAN) -> None:
+        """Ban ``user_id`` from ``room_id`` (by default ahead of everything else in the queue; a
+        ban of someone not in the room, made ahead of time, goes behind everything)."""
+        await self._membership("ban", priority, room_id, user_id, reason)
 
-    async def unban(self, room_id: str, user_id: str, reason: str) -> None:
+    async def unban(self, room_id: str, user_id: str, reason: str, priority: int = Priority.MEMBERSHIP) -> None:
         """Lift a ban."""
-        await self._membership("unban", Priority.MEMBERSHIP, room_id, user_id, reason)
+        await self._membership("unban", priority, room_id, user_id, reason)
 
-    async def kick(self, room_id: str, user_id: str, reason: str) -> None:
+    async def kick(self, room_id: str, user_id: str, reason: str, priority: int = Priority.MEMBERSHIP) -> None:
         """Kick a member."""
-        await self._membership("kick", Priority.MEMBERSHIP, room_id, user_id, reason)
+        await self._membership("kick", priority, room_id, user_id, reason)
 
     async def redact(
         self, room_id: str, event_id: str, reason: str, txn: str | None = None, priority: int = Priority.REDACT

@@ -201,11 +201,11 @@ class Outbox:
     async def _membership(self, action: str, room_id: str, user: str, reason: str, priority: int) -> Result:
         try:
             if action == "ban":
-                await self.api.ban(room_id, user, reason)
+                await self.api.ban(room_id, user, reason, priority)
             elif action == "unban":
-                await self.api.unban(room_id, user, reason)
+                await self.api.unban(room_id, user, reason, priority)
             else:
-                await self.api.kick(room_id, user, reason)
+                await self.api.kick(room_id, user, reason, priority)
             return Result(True)
         except MatrixError:
             membership = await self._current_membership(room_id, user)

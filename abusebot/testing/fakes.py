@@ -129,14 +129,14 @@ class FakeHomeserver(Api):
 
     # -- the write API --------------------------------------------------------------------------------
 
-    async def ban(self, room_id: str, user_id: str, reason: str) -> None:
+    async def ban(self, room_id: str, user_id: str, reason: str, priority: int = 0) -> None:
         await self.tick()
         await self._check("ban", room_id)
         self.writes.append(("ban", room_id, user_id))
         self.put(room_id, "m.room.member", {"membership": "ban", "reason": reason}, user_id)
         await self._done("ban", room_id)
 
-    async def unban(self, room_id: str, user_id: str, reason: str) -> None:
+    async def unban(self, room_id: str, user_id: str, reason: str, priority: int = 0) -> None:
         await self.tick()
         await self._check("unban", room_id)
         if self.membership(room_id, user_id) != "ban":
@@ -145,7 +145,7 @@ class FakeHomeserver(Api):
         self.put(room_id, "m.room.member", {"membership": "leave"}, user_id)
         await self._done("unban", room_id)
 
-    async def kick(self, room_id: str, user_id: str, reason: str) -> None:
+    async def kick(self, room_id: str, user_id: str, reason: str, priority: int = 0) -> None:
         await self.tick()
         await self._check("kick", room_id)
         if self.membership(room_id, user_id) not in ("join", "invite", "knock"):
