@@ -21,7 +21,7 @@ def load_all() -> list[str]:
     return first + sorted(name for name in FACTORIES if name not in ORDER)
 
 
-#: A Space's rooms are protected before the lists load (their first sweep covers them); policy
-#: lists look at an event before the protections: a listed user who joins is banned before a
-#: protection weighs their first message.
-ORDER = ("spaces", "policy_lists", "protections")
+#: Policy lists look at an event before the protections: a listed user who joins is banned
+#: before a protection weighs their first message. The lists are loaded before a Space is walked:
+#: a list room a Space names is then known as one, never protected.
+ORDER = ("policy_lists", "spaces", "protections")

@@ -112,9 +112,12 @@ class SpacesFeature(Feature):
         for space in self.configured:
             await self._join_root(space)
         changes = await self.reconcile(announce=False)
-        # Those protected before: bans in force reach whoever came while the bot was away (the
-        # rest of every sanction reached them when they were first protected).
-        await self.bot.moderation.reach_rooms([room for room in again if room in self.rooms])
+        # Those protected before: bans in force and the lists' rules meet whoever came while the
+        # bot was away (the rest of every sanction reached them when they were first protected).
+        still = [room for room in again if room in self.rooms]
+        await self.bot.moderation.reach_rooms(still)
+        for room in still:
+            await self.bot.policies.apply_to_room(room)
         if changes:
             await self.bot.moderation.post(_changes_message("Spaces, since I last ran:", changes))
 
@@ -232,7 +235,7 @@ class SpacesFeature(Feature):
         bot = self.bot
         if room_id == bot.store.management_id:
             return "the management room"
-        if bot.policies.is_list_room(room_id):
+        if bot.policies.is_list_room(room_id) or room_id == bot.policies.publish_room:
             return "a policy list"
         if Role.DIRECT in bot.host.roles_of(room_id):
             return "a direct chat with me"
@@ -295,6 +298,10 @@ class SpacesFeature(Feature):
                 changes.append(f"⚠️ {room}, a room of the Space {self._label(what.space_id)}: {what.detail}.")
             if what.kind == "unjoinable":
                 await self._record(room, what, "unjoinable")
+        for room, row in rows.items():
+            if row["state"] == "watched" and room not in self.spaces:
+                await self._record(room, Found(str(row["space_id"]), "space"), "removed")
+                changes.append(f"No longer watching the Space {self._label(room)}: no protected Space names it now.")
         for room, what in found.items():
             if what.kind == "space" and rows.get(room, {}).get("state") != "watched":
                 await self._record(room, what, "watched")

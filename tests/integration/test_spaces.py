@@ -139,7 +139,8 @@ async def test_a_spaces_rooms_are_protected_as_it_changes(synapse: SynapseServer
 
 async def test_a_sub_space_taken_out_takes_its_rooms_with_it(synapse: SynapseServer, tmp_path: Path) -> None:
     """The sub-Space's rooms are protected through it; once it leaves the Space, they are not
-    (while a room the config names stays protected, said so)."""
+    (while a room the config names stays protected, said so). The management room and a policy
+    list named by a Space are never protected."""
     w = await World.create(synapse, tmp_path, rooms=1, members=("ann",))
     try:
         bot_id = w.bot_account.user_id
@@ -150,11 +151,19 @@ async def test_a_sub_space_taken_out_takes_its_rooms_with_it(synapse: SynapseSer
         await add_child(w.mod, space, sub)
         await add_child(w.mod, sub, inner)
         await add_child(w.mod, space, configured)
-        w.write_config({"protected_spaces": [space]})
+        ban_list = await w.mod.create_room(name="Ban list", invite=[bot_id])
+        for never in (ban_list, w.management):  # a Space naming them never makes them protected
+            await add_child(w.mod, sub, never)
+        w.write_config({"protected_spaces": [space], "policy_lists": {"watch": [ban_list]}})
         await w.mod.start_watching()
         await w.start_bot()
         bot = w.bot
         assert set(bot.store.protected) == {configured, inner}
+        skipped = bot.host.features["spaces"].problems
+        assert {room: skipped[room].detail for room in (ban_list, w.management)} == {
+            ban_list: "a policy list",
+            w.management: "the management room",
+        }
         assert sorted(bot.store.origins(configured)) == ["config", "space"]
 
         await remove_child(w.mod, space, configured)

@@ -153,8 +153,8 @@ async def test_the_handlers_are_timed(host: Host) -> None:
 
 
 def test_the_features_of_the_package_register_themselves() -> None:
-    """Every module of abusebot.features registers a factory; a Space's rooms are protected
-    before the policy lists load, and policy lists run before protections."""
+    """Every module of abusebot.features registers a factory; policy lists run first (a Space's
+    list room is known as one before the Space is walked), protections after them."""
     names = load_all()
-    assert names[:3] == ["spaces", "policy_lists", "protections"]
+    assert names[:3] == ["policy_lists", "spaces", "protections"]
     assert set(names) <= set(FACTORIES)
