@@ -141,7 +141,9 @@ class Moderation:
         Rooms where the bot lacks the power for ``action`` are left out here: they cannot be
         acted in, which :meth:`reachable` reports, but they do not shield the user elsewhere.
         A user out of reach in any room (its admin or creator) is out of reach everywhere: the
-        bot is never turned against the community's own staff.
+        bot is never turned against the community's own staff. A room the community does not
+        vouch for (reached through a sub-Space, :meth:`RoomStore.vouched`) shields a user only
+        there: :meth:`reachable` leaves it out for them.
         """
         staff = self.staff
         reason = refusal(subject, None, staff)
@@ -154,18 +156,24 @@ class Moderation:
             room = self.store.room(room_id)
             if cannot_act(room, self.bot_user_id, power_of):
                 continue
+            if commander is None and not self.store.vouched(room_id) and len(scope.rooms) > 1:
+                continue  # out of reach there only (see :meth:`reachable`)
             reason = refusal(subject, room, staff, commander)
             if reason:
                 return reason
         return None
 
-    def reachable(self, scope: Scope, action: str) -> tuple[Scope, dict[str, str]]:
-        """``scope`` narrowed to the rooms where the bot has the power for ``action``, and why
-        each other room is left out (named in the reply: the bot acts where it can)."""
+    def reachable(self, scope: Scope, action: str, subject: str | None = None) -> tuple[Scope, dict[str, str]]:
+        """``scope`` narrowed to the rooms where the bot has the power for ``action`` (and, for
+        ``subject``, the rooms not vouched for where they are out of reach), and why each other
+        room is left out (named in the reply: the bot acts where it can)."""
         skipped: dict[str, str] = {}
         rooms: list[str] = []
+        staff = self.staff if subject is not None else None
         for room_id in scope.rooms:
             why = cannot_act(self.store.room(room_id), self.bot_user_id, action)
+            if why is None and staff is not None and subject is not None and not self.store.vouched(room_id):
+                why = refusal(subject, self.store.room(room_id), staff)
             if why:
                 skipped[room_id] = why
             else:
@@ -829,7 +837,7 @@ class Moderation:
         refused = await self._refused("ban", subject, scope, actor)
         if refused:
             return refused
-        scope, skipped = self.reachable(scope, "ban")
+        scope, skipped = self.reachable(scope, "ban", subject)
         if skipped and not scope.rooms:
             return await self._nowhere("ban", subject, scope, actor, skipped)
         notify = notify and self.config.notify_users
@@ -910,7 +918,7 @@ class Moderation:
         refused = await self._refused("kick", subject, scope, actor)
         if refused:
             return refused
-        reach, skipped = self.reachable(scope, "kick")
+        reach, skipped = self.reachable(scope, "kick", subject)
         present = [r for r in reach.rooms if await self.membership(r, subject) in ("join", "invite", "knock")]
         if not present:
             if skipped:
@@ -948,7 +956,7 @@ class Moderation:
         refused = await self._refused("mute", subject, scope, actor)
         if refused:
             return refused
-        scope, skipped = self.reachable(scope, "mute")
+        scope, skipped = self.reachable(scope, "mute", subject)
         if skipped and not scope.rooms:
             return await self._nowhere("mute", subject, scope, actor, skipped)
         # An active mute already holds the level to restore; carry it over instead of the muted one.
@@ -1243,6 +1251,12 @@ class Moderation:
                         continue
                     mute = intent("power", room_id, key=f"mute:{inf.id}:{room_id}", user=inf.subject, level="muted")
                     mutes += [(inf, row) for row in await self.ledger.add_intents([mute], infraction_id=inf.id)]
+        if everyone:
+            # A room protected again, or given the power since: what failed there before is owed.
+            rows = await self.ledger.reopen_intents(rows)
+            later = await self.ledger.reopen_intents(later)
+            reopened = await self.ledger.reopen_intents([row for _, row in mutes])
+            mutes = [(inf, row) for (inf, _), row in zip(mutes, reopened, strict=True)]
         results = await self.outbox.run(rows)
         made = sum(result.ok for result in results)
         mute_results = await self.outbox.run([row for _, row in mutes])
@@ -1269,6 +1283,13 @@ class Moderation:
     async def _run_later(self, rows: Sequence[IntentRow], rooms: int) -> None:
         try:
             results = await self.outbox.run(rows)
+            # One lifted while its ban here was under way: the lift did not see it, undo it now.
+            for row, result in zip(rows, results, strict=True):
+                if result.ok and row.infraction_id is not None:
+                    inf = await self.ledger.get_infraction(row.infraction_id)
+                    if inf is not None and inf.state not in ("pending", "active"):
+                        why = f"#{inf.id} {inf.state}"
+                        await self.outbox.do(intent("unban", row.room_id, user=str(row.payload["user"]), reason=why))
         except Exception as err:  # the rows stay pending: the next start resumes them
             log.exception("background_bans_failed", rows=len(rows), error=repr(err))
             return

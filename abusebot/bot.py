@@ -40,7 +40,7 @@ from abusebot.metrics import Metrics, MetricsServer
 from abusebot.outbox import Outbox
 from abusebot.pipeline import Pipeline
 from abusebot.rooms import RoomStore
-from abusebot.safety import room_problems
+from abusebot.safety import cannot_act, room_problems
 from abusebot.scheduler import Scheduler
 from policies.lists import PolicyManager
 
@@ -96,6 +96,8 @@ class Bot:
         #: Extra observers of every event after the features (tests and benchmarks use them).
         self.hooks: list[EventHook] = []
         self._awaiting_invite: set[str] = set()
+        #: Protected room → whether the bot could ban and mute there when last looked at.
+        self._could: dict[str, tuple[bool, bool]] = {}
         self._declined: collections.deque[float] = collections.deque()
         #: Rooms whose whole state was read in this run (the others know only what syncs said).
         self._state_read: set[str] = set()
@@ -192,6 +194,8 @@ class Bot:
             await self._first_sync()
         self.scheduler.start()
         trim_heap()  # what loading the lists and rooms left behind
+        for room_id in self.store.protected:
+            self._could.setdefault(room_id, self._powers(room_id))
         await self.announce_start()
         if self._to_join:
             self._joiner = asyncio.create_task(self._join_the_rest())
@@ -450,7 +454,7 @@ class Bot:
                     new = await self._join_new(room, room_id, Priority.BACKGROUND)
                 except (MatrixError, HomeserverUnavailable) as err:
                     if room_id is not None:
-                        self.store.unprotect(room_id)
+                        self.store.unprotect(room_id, origin)  # a Space may protect it too
                         self._fresh.pop(room_id, None)
                     await self._await_invite(room)
                     failed.append(room)
@@ -682,11 +686,31 @@ class Bot:
         """A room became protected while running: every ban and mute in force everywhere
         reaches it, then the features hear of it. A failure is logged; it never stops the joins
         or the loop."""
+        self._could[room_id] = self._powers(room_id)
+        await self._reach_quietly(room_id)
+        await self.host.room_added(room_id)
+
+    def _powers(self, room_id: str) -> tuple[bool, bool]:
+        """Whether the bot may ban, and mute, in ``room_id`` (as its state says now)."""
+        room = self.store.room(room_id)
+        return cannot_act(room, self.hs.user_id, "ban") is None, cannot_act(room, self.hs.user_id, "mute") is None
+
+    def _power_changed(self, room_id: str) -> None:
+        """A protected room's power levels changed: given a power it lacked, the bot owes the
+        room every sanction in force everywhere that it could not apply there (a Space's child
+        joined at level 0 and raised later)."""
+        now = self._powers(room_id)
+        before = self._could.get(room_id, now)
+        self._could[room_id] = now
+        if any(after and not earlier for after, earlier in zip(now, before, strict=True)):
+            log.info("room_power_gained", room_id=room_id)
+            self.spawn(self._reach_quietly(room_id))
+
+    async def _reach_quietly(self, room_id: str) -> None:
         try:
             await self.moderation.reach_rooms([room_id], everyone=True)
         except Exception as err:
             log.exception("reach_room_failed", room_id=room_id, error=repr(err))
-        await self.host.room_added(room_id)
 
     async def _accept(self, room_id: str) -> bool:
         """Join a room we were invited to; False (logged) when the join fails."""
@@ -901,10 +925,12 @@ class Bot:
                 await self.host.dispatch(event, only={Role.POLICY_LIST})
             return
         bound = log.bind(room_id=event.room_id, event_id=event.event_id, sender=event.sender)
+        if event.type == "m.room.power_levels" and event.state_key == "" and self.store.is_protected(event.room_id):
+            self._power_changed(event.room_id)
         try:
-            if event.type == "m.room.tombstone" and event.state_key == "":
+            if event.type == "m.room.tombstone" and event.state_key == "" and self._guarded(event.room_id):
                 await self._follow_upgrade(event)
-                return
+                return  # a feature's room (a Space) follows its own upgrade
             # A command is obeyed (or refused) here, and then, like every event, meets the
             # policy lists and the protections: the prefix shields nothing. Moderators are exempt
             # from protections anyway; a protected room's admin is not (their "!mod" spam or a

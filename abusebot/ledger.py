@@ -765,6 +765,19 @@ class Ledger:
                 await _claim(db, *claim)
         return await self.intents_by_key(keys)
 
+    async def reopen_intents(self, rows: Sequence[IntentRow]) -> list[IntentRow]:
+        """``rows`` with every ``failed`` one made ``pending`` again (what failed for want of a
+        power the bot has been given since), re-read, in order."""
+        failed = [row.id for row in rows if row.state == "failed"]
+        if not failed:
+            return list(rows)
+        async with self.transaction() as db:
+            await db.executemany(
+                "UPDATE outbox SET state = 'pending', error = NULL WHERE id = ? AND state = 'failed'",
+                [(intent_id,) for intent_id in failed],
+            )
+        return await self.intents_by_key([row.key for row in rows])
+
     async def intents_by_key(self, keys: Sequence[str]) -> list[IntentRow]:
         """Outbox rows by key, in the order of ``keys``."""
         rows: dict[str, IntentRow] = {}

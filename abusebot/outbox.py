@@ -132,6 +132,15 @@ class Outbox:
                 future.set_result(answered)
                 return answered
             row = fresh
+            stale = await self._lifted(row)
+            if stale is not None:
+                # A sanction lifted before this part of it ran (a room protected later, its bans
+                # queued behind everything): doing it now would outlive the lift for good.
+                await self.ledger.finish_intent(row.id, "failed", error=stale)
+                answered = Result(False, error=stale)
+                future.set_result(answered)
+                log.info("intent_dropped", intent_id=row.id, kind=row.kind, room_id=row.room_id, why=stale)
+                return answered
             try:
                 result = await self._execute(row)
             except (MatrixError, HomeserverUnavailable) as err:
@@ -155,6 +164,16 @@ class Outbox:
             log.warning("intent_failed", intent_id=row.id, kind=row.kind, room_id=row.room_id, error=result.error)
         future.set_result(result)
         return result
+
+    async def _lifted(self, row: IntentRow) -> str | None:
+        """Why ``row``, a sanction's own ban or mute in one room, must not run any more (its
+        infraction is no longer pending or in force), or ``None``."""
+        if row.infraction_id is None or row.kind not in ("ban", "power") or not row.key.startswith(("ban:", "mute:")):
+            return None
+        inf = await self.ledger.get_infraction(row.infraction_id)
+        if inf is None or inf.state in ("pending", "active"):
+            return None
+        return f"not done: #{inf.id} is {inf.state}"
 
     async def resume(self) -> int:
         """Carry out every intent left ``pending`` (by a crash); returns how many there were."""

@@ -147,7 +147,7 @@ class RoomStore:
         self._rooms: dict[str, RoomState] = {}
         self.management_id: str = ""
         #: Protected room ids, in the order they were added, each with why it is protected
-        #: (``config``, ``upgrade``, ``space:<id>``): a room stays protected while any holds.
+        #: (``config``, ``upgrade``, ``space``, ``subspace``): it stays protected while any holds.
         self._protected: dict[str, set[str]] = {}
         #: Protected rooms the bot is still joining: their events are routed as a protected
         #: room's (none can arrive before the join), but nothing acts in them until joined.
@@ -176,6 +176,14 @@ class RoomStore:
             return False
         self._protected[room_id] = {origin}
         return True
+
+    def vouched(self, room_id: str) -> bool:
+        """Whether the community vouches for ``room_id``'s admins: the config names it, an upgrade
+        of one it vouched for made it, or a configured Space names it directly. A room reached
+        only through a sub-Space (``subspace``), which someone else may run, is protected, but
+        its admins are no staff of ours: being out of the bot's reach there shields nobody
+        anywhere else."""
+        return bool(self._protected.get(room_id, set()) - {"subspace"})
 
     def origins(self, room_id: str) -> list[str]:
         """Why ``room_id`` is protected (sorted; empty when it is not)."""

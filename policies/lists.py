@@ -264,6 +264,8 @@ class PolicyManager:
         staff = self.moderation.staff
         users = {u for u in staff.management.members() if staff.is_moderator(u)}
         for room_id in self.store.protected:
+            if not self.store.vouched(room_id):
+                continue  # a sub-Space's room: its admins are nobody's staff here
             room = self.store.room(room_id)
             levels = room.power_levels
             threshold = min(levels.ban, levels.user_level(self.moderation.bot_user_id))

@@ -68,7 +68,7 @@ async def test_a_crash_before_the_sanctions_reached_a_new_room_is_redone_at_star
 
         w.mod.seen.clear()
         await w.start_bot()
-        await w.mod.wait_for(w.management, from_bot(bot_id, "since I last ran", "Now protecting Late"), timeout=30)
+        await w.mod.wait_for(w.management, from_bot(bot_id, "Now protecting Late"), timeout=30)
 
         async def banned() -> bool:
             return await w.mod.membership(late, troll.user_id) == "ban"
