@@ -228,9 +228,10 @@ class Bot:
             await self.commands.close()
         with contextlib.suppress(AttributeError):
             # Left pending in the outbox: the next start resumes them.
-            for task in list(self.moderation.background):
+            tasks = [*self.moderation.background, *self.outbox.background]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*self.moderation.background, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(AttributeError):
             await self.scheduler.stop()
         with contextlib.suppress(AttributeError):

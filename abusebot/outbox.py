@@ -96,6 +96,8 @@ class Outbox:
         #: Told (user, room) when a notices room is made or found: the user's replies there are
         #: read (ModMail, appeals), so the room must be known before they come.
         self.dm_room_listeners: list[Callable[[str, str], None]] = []
+        #: Resumed rows running behind everything (see :meth:`resume`).
+        self.background: set[asyncio.Task[None]] = set()
 
     # -- recording and running ---------------------------------------------------------------------
 
@@ -176,12 +178,25 @@ class Outbox:
         return f"not done: #{inf.id} is {inf.state}"
 
     async def resume(self) -> int:
-        """Carry out every intent left ``pending`` (by a crash); returns how many there were."""
+        """Carry out every intent left ``pending`` (by a crash); returns how many there were.
+        Those queued behind everything (a new room's bans of people not in it, perhaps
+        thousands) go on in the background: the bot answers and protects meanwhile."""
         rows = await self.ledger.pending_intents()
         if rows:
-            log.info("outbox_resume", pending=len(rows))
-            await self.run(rows)
+            later = [row for row in rows if row.priority >= Priority.BACKGROUND]
+            log.info("outbox_resume", pending=len(rows), background=len(later))
+            if later:
+                task = asyncio.create_task(self._run_quietly(later))
+                self.background.add(task)
+                task.add_done_callback(self.background.discard)
+            await self.run([row for row in rows if row.priority < Priority.BACKGROUND])
         return len(rows)
+
+    async def _run_quietly(self, rows: Sequence[IntentRow]) -> None:
+        try:
+            await self.run(rows)
+        except Exception as err:  # left pending: the next start tries again
+            log.exception("background_resume_failed", rows=len(rows), error=repr(err))
 
     # -- the kinds -----------------------------------------------------------------------------------
 
