@@ -880,8 +880,13 @@ class Moderation:
         if refused:
             return refused
         scope, skipped = self.reachable(scope, "unban")
-        banned = [room for room in scope.rooms if await self.membership(room, subject) == "ban"]
         active = [inf for inf in await self.ledger.active(subject, "ban") if scope.key in (ALL_ROOMS, inf.scope)]
+        rooms = list(scope.rooms)
+        if scope.key == ALL_ROOMS:
+            # And where one of these bans reached a room no longer protected (out of a Space).
+            for inf in active:
+                rooms += [r for r in await self._applied_in(inf, "ban") if self._present(r) and r not in rooms]
+        banned = [room for room in rooms if await self.membership(room, subject) == "ban"]
         if not banned and not active:
             return Outcome(False, f"{subject} is not banned in {self.where(scope)}.")
         rows = [intent("unban", room, user=subject, reason=reason) for room in banned]

@@ -136,8 +136,13 @@ class SpacesFeature(Feature):
         known = await self._rows()
         joined = set(await self.bot.hs.joined_rooms())
         again = [room for room, row in known.items() if row["state"] == "protected" and room in joined]
-        for room in again:
-            await self.bot.ensure_state(room)
+        for room in list(again):
+            try:
+                await self.bot.ensure_state(room)
+            except (MatrixError, HomeserverUnavailable) as err:  # the walk tries it as new
+                log.warning("space_room_unread", room_id=room, error=str(err))
+                again.remove(room)
+                continue
             self.rooms[room] = str(known[room]["space_id"])
             self.bot.store.protect(room, origin=self._origin(self.rooms[room]))
         await self.reconcile(announce=False)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from abusebot.matrix import API
-from abusebot.testing.world import Person
+from abusebot.testing.world import Person, World
 
 
 async def create_space(person: Person, name: str, *, public: bool = True) -> str:
@@ -35,3 +35,17 @@ async def add_child(person: Person, space: str, room: str, content: Mapping[str,
 async def remove_child(person: Person, space: str, room: str) -> str:
     """Take ``room`` out of ``space`` (an empty child event, as clients do)."""
     return await person.put_state(space, "m.space.child", {}, state_key=room)
+
+
+async def start_with_space(w: World, *members: Person) -> tuple[str, str]:
+    """A Space "Community" with one room "Main" (the bot at 100 there, ``members`` in it), the
+    only thing the bot protects; the bot started. Returns (the Space, Main)."""
+    space = await create_space(w.mod, "Community")
+    main = await w.mod.create_room(name="Main", power={w.bot_account.user_id: 100})
+    await add_child(w.mod, space, main)
+    for member in members:
+        await member.join(main)
+    w.write_config({"protected_rooms": [], "protected_spaces": [space]})
+    await w.mod.start_watching()
+    await w.start_bot()
+    return space, main

@@ -9,7 +9,8 @@ from typing import Any
 
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import World
-from tests.integration.held_spaces_helpers import add_child, create_space, from_bot, ledger_query, wait_until
+from tests.integration.held_spaces_helpers import add_child, from_bot, ledger_query, wait_until
+from tests.integration.spaces_helpers import start_with_space
 
 
 async def test_a_child_protected_just_before_a_crash_is_still_announced(synapse: SynapseServer, tmp_path: Path) -> None:
@@ -25,12 +26,7 @@ async def test_a_child_protected_just_before_a_crash_is_still_announced(synapse:
     w = await World.create(synapse, tmp_path, rooms=0, members=())
     try:
         bot_id = w.bot_account.user_id
-        space = await create_space(w.mod, "Community")
-        main = await w.mod.create_room(name="Main", power={bot_id: 100})
-        await add_child(w.mod, space, main)
-        w.write_config({"protected_rooms": [], "protected_spaces": [space]})
-        await w.mod.start_watching()
-        await w.start_bot()
+        space, _main = await start_with_space(w)
         moderation = w.bot.moderation
         original = moderation.post
 

@@ -8,6 +8,7 @@ from abusebot.matrix import API, q
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import World
 from tests.integration.held_spaces_helpers import add_child, create_space, from_bot, settle, wait_until
+from tests.integration.spaces_helpers import start_with_space
 
 
 async def test_an_upgraded_space_is_followed_and_its_new_children_protected(
@@ -20,12 +21,7 @@ async def test_an_upgraded_space_is_followed_and_its_new_children_protected(
     w = await World.create(synapse, tmp_path, rooms=0, members=())
     try:
         bot_id = w.bot_account.user_id
-        space = await create_space(w.mod, "Community")
-        main = await w.mod.create_room(name="Main", power={bot_id: 100})
-        await add_child(w.mod, space, main)
-        w.write_config({"protected_rooms": [], "protected_spaces": [space]})
-        await w.mod.start_watching()
-        await w.start_bot()
+        space, main = await start_with_space(w)
         assert w.bot.store.is_protected(main)
 
         version = (await w.mod.state(space, "m.room.create") or {}).get("room_version", "10")

@@ -11,6 +11,7 @@ from pathlib import Path
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import World
 from tests.integration.held_spaces_helpers import add_child, command, create_space, open_dm, settle
+from tests.integration.spaces_helpers import start_with_space
 
 
 async def test_a_policy_list_named_by_the_space_is_never_protected_at_start(
@@ -45,13 +46,7 @@ async def test_a_direct_chat_named_by_the_space_is_never_protected_after_a_resta
     try:
         bot_id = w.bot_account.user_id
         ann = w.members["ann"]
-        space = await create_space(w.mod, "Community")
-        main = await w.mod.create_room(name="Main", power={bot_id: 100})
-        await add_child(w.mod, space, main)
-        await ann.join(main)
-        w.write_config({"protected_rooms": [], "protected_spaces": [space]})
-        await w.mod.start_watching()
-        await w.start_bot()
+        space, _main = await start_with_space(w, ann)
         dm = await open_dm(ann, bot_id)
         await add_child(w.mod, space, dm)
         await settle(w)

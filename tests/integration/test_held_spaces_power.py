@@ -6,7 +6,8 @@ from pathlib import Path
 
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import World
-from tests.integration.held_spaces_helpers import add_child, command, create_space, settle, wait_until
+from tests.integration.held_spaces_helpers import add_child, command, settle, wait_until
+from tests.integration.spaces_helpers import start_with_space
 
 
 async def test_a_child_given_the_power_later_gets_the_bans_in_force_everywhere(
@@ -21,13 +22,7 @@ async def test_a_child_given_the_power_later_gets_the_bans_in_force_everywhere(
     try:
         bot_id = w.bot_account.user_id
         troll = w.members["troll"]
-        space = await create_space(w.mod, "Community")
-        main = await w.mod.create_room(name="Main", power={bot_id: 100})
-        await add_child(w.mod, space, main)
-        await troll.join(main)
-        w.write_config({"protected_rooms": [], "protected_spaces": [space]})
-        await w.mod.start_watching()
-        await w.start_bot()
+        space, main = await start_with_space(w, troll)
         await command(w, f"!mod ban {troll.user_id} trolling")
         assert await w.mod.membership(main, troll.user_id) == "ban"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import World
 from tests.integration.held_spaces_helpers import add_child, command, create_space, server_of, settle, wait_until
+from tests.integration.spaces_helpers import start_with_space
 
 
 async def test_hostile_child_events_are_ignored_and_the_bot_goes_on(synapse: SynapseServer, tmp_path: Path) -> None:
@@ -17,12 +18,7 @@ async def test_hostile_child_events_are_ignored_and_the_bot_goes_on(synapse: Syn
     w = await World.create(synapse, tmp_path, rooms=0, members=())
     try:
         bot_id = w.bot_account.user_id
-        space = await create_space(w.mod, "Community")
-        main = await w.mod.create_room(name="Main", power={bot_id: 100})
-        await add_child(w.mod, space, main)
-        w.write_config({"protected_rooms": [], "protected_spaces": [space]})
-        await w.mod.start_watching()
-        await w.start_bot()
+        space, main = await start_with_space(w)
         here = server_of(w.mod)
         weird = await w.mod.create_room(name="Weird", power={bot_id: 100})
         hostile = [

@@ -13,7 +13,8 @@ from typing import Any
 
 from abusebot.testing.synapse import SynapseServer
 from abusebot.testing.world import World
-from tests.integration.held_spaces_helpers import add_child, command, create_space, ledger_query, wait_until
+from tests.integration.held_spaces_helpers import add_child, command, ledger_query, wait_until
+from tests.integration.spaces_helpers import start_with_space
 
 
 def slow_bans_in(w: World, room: str, release: Any) -> None:
@@ -41,13 +42,7 @@ async def test_a_ban_that_expires_while_a_new_child_gets_it_is_not_left_there(
     try:
         bot_id = w.bot_account.user_id
         troll = w.members["troll"]
-        space = await create_space(w.mod, "Community")
-        main = await w.mod.create_room(name="Main", power={bot_id: 100})
-        await add_child(w.mod, space, main)
-        await troll.join(main)
-        w.write_config({"protected_rooms": [], "protected_spaces": [space]})
-        await w.mod.start_watching()
-        await w.start_bot()
+        space, main = await start_with_space(w, troll)
         await command(w, f"!mod ban {troll.user_id} 15s trolling")
         assert await w.mod.membership(main, troll.user_id) == "ban"
         [(ban_id,)] = ledger_query(w, "SELECT id FROM infractions WHERE kind = 'ban'")
@@ -88,13 +83,7 @@ async def test_the_bot_keeps_answering_while_a_new_child_gets_the_bans_in_force(
     try:
         bot_id = w.bot_account.user_id
         troll = w.members["troll"]
-        space = await create_space(w.mod, "Community")
-        main = await w.mod.create_room(name="Main", power={bot_id: 100})
-        await add_child(w.mod, space, main)
-        await troll.join(main)
-        w.write_config({"protected_rooms": [], "protected_spaces": [space]})
-        await w.mod.start_watching()
-        await w.start_bot()
+        space, _main = await start_with_space(w, troll)
         await command(w, f"!mod ban {troll.user_id} trolling")
         late = await w.mod.create_room(name="Late", power={bot_id: 100})
         slow_bans_in(w, late, lambda: asyncio.sleep(10))

@@ -103,9 +103,9 @@ async def test_a_spaces_rooms_are_protected_as_it_changes(synapse: SynapseServer
 
         await wait_until(unmuted_in_late, 20, "the unmute restoring the level in the room protected later")
 
-        # The ban's lift reaches the room it was applied in, now out of the Space, as well.
-        ban_id = ledger_query(w, "SELECT id FROM infractions WHERE kind = 'ban' AND subject = ?", troll.user_id)[0][0]
-        await command(w, f"!mod pardon {ban_id} a misunderstanding")
+        # The unban reaches the room the ban was applied in, now out of the Space, as well (a
+        # pardon or expiry does too: undo).
+        await command(w, f"!mod unban {troll.user_id} a misunderstanding")
         for room in (main, late, meta):
 
             async def unbanned(room: str = room) -> bool:
