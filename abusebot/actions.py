@@ -885,7 +885,14 @@ class Moderation:
         if scope.key == ALL_ROOMS:
             # And where one of these bans reached a room no longer protected (out of a Space).
             for inf in active:
-                rooms += [r for r in await self._applied_in(inf, "ban") if self._present(r) and r not in rooms]
+                rooms += [
+                    r
+                    for r in await self._applied_in(inf, "ban")
+                    if r not in rooms
+                    and r not in skipped
+                    and self._present(r)
+                    and cannot_act(self.store.room(r), self.bot_user_id, "unban") is None
+                ]
         banned = [room for room in rooms if await self.membership(room, subject) == "ban"]
         if not banned and not active:
             return Outcome(False, f"{subject} is not banned in {self.where(scope)}.")
@@ -1345,7 +1352,11 @@ class Moderation:
         if inf.kind == "ban":
             # The rooms it covers now, and those it reached that are no longer protected (a
             # child taken out of a Space) while the bot is still there: its ban, its lift.
-            applied = [r for r in await self._applied_in(inf, "ban") if self._present(r)]
+            applied = [
+                r
+                for r in await self._applied_in(inf, "ban")
+                if self._present(r) and cannot_act(self.store.room(r), self.bot_user_id, "unban") is None
+            ]
             rooms = [
                 r
                 for r in dict.fromkeys([*self.rooms_of(inf), *applied])
