@@ -120,9 +120,6 @@ class Moderation:
         self.wake_scheduler: asyncio.Event = asyncio.Event()
         #: Infractions being carried out in this process, with their outcome to come.
         self._settling: dict[int, asyncio.Future[Outcome]] = {}
-        #: Writes left to run behind the batch (a new room's bans of people not in it): recorded
-        #: first, so a stop or a crash leaves them to the outbox's resume at the next start.
-        self.background: set[asyncio.Task[None]] = set()
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -578,7 +575,7 @@ class Moderation:
         if inf.kind == "mute":
             undo = {
                 "rooms": {
-                    row.room_id: {"previous": result.value.get("previous"), "muted_level": result.value.get("level")}
+                    row.room_id: mute_entry(result.value)
                     for row, result in zip(primary, results, strict=True)
                     if result.ok
                 }
@@ -883,16 +880,8 @@ class Moderation:
         active = [inf for inf in await self.ledger.active(subject, "ban") if scope.key in (ALL_ROOMS, inf.scope)]
         rooms = list(scope.rooms)
         if scope.key == ALL_ROOMS:
-            # And where one of these bans reached a room no longer protected (out of a Space).
             for inf in active:
-                rooms += [
-                    r
-                    for r in await self._applied_in(inf, "ban")
-                    if r not in rooms
-                    and r not in skipped
-                    and self._present(r)
-                    and cannot_act(self.store.room(r), self.bot_user_id, "unban") is None
-                ]
+                rooms += [r for r in await self._reached_beyond(inf) if r not in rooms]
         banned = [room for room in rooms if await self.membership(room, subject) == "ban"]
         if not banned and not active:
             return Outcome(False, f"{subject} is not banned in {self.where(scope)}.")
@@ -1229,14 +1218,16 @@ class Moderation:
         banned = await self.ledger.bans_everywhere(u for users in present.values() for u in users)
         rows: list[IntentRow] = []
         later: list[IntentRow] = []
+        mutes: list[tuple[Infraction, IntentRow]] = []
+
+        async def ban(inf: Infraction, room_id: str, user: str, priority: int | None = None) -> list[IntentRow]:
+            new = intent("ban", room_id, key=f"ban:{inf.id}:{room_id}", priority=priority, user=user, reason=inf.reason)
+            return await self.ledger.add_intents([new], infraction_id=inf.id)
+
         for room_id, users in present.items():
             for user in sorted(set(users) & banned.keys()):
-                if self.check(user, Scope.room(room_id)):
-                    continue
-                inf = banned[user]
-                ban = intent("ban", room_id, key=f"ban:{inf.id}:{room_id}", user=user, reason=inf.reason)
-                rows += await self.ledger.add_intents([ban], infraction_id=inf.id)
-        mutes: list[tuple[Infraction, IntentRow]] = []
+                if not self.check(user, Scope.room(room_id)):
+                    rows += await ban(banned[user], room_id, user)
         if everyone:
             bans = await self.ledger.active_everywhere("ban")
             muted = await self.ledger.active_everywhere("mute")
@@ -1247,23 +1238,13 @@ class Moderation:
                 can_ban = cannot_act(self.store.room(room_id), self.bot_user_id, "ban") is None
                 can_mute = cannot_act(self.store.room(room_id), self.bot_user_id, "mute") is None
                 for inf in bans if can_ban else ():
-                    if inf.subject in here or self.check(inf.subject, Scope.room(room_id)):
-                        continue
-                    ban = intent(
-                        "ban",
-                        room_id,
-                        key=f"ban:{inf.id}:{room_id}",
-                        priority=Priority.BACKGROUND,
-                        user=inf.subject,
-                        reason=inf.reason,
-                    )
-                    later += await self.ledger.add_intents([ban], infraction_id=inf.id)
+                    if inf.subject not in here and not self.check(inf.subject, Scope.room(room_id)):
+                        later += await ban(inf, room_id, inf.subject, Priority.BACKGROUND)
                 for inf in muted if can_mute else ():
                     if self.check(inf.subject, Scope.room(room_id), action="mute"):
                         continue
                     mute = intent("power", room_id, key=f"mute:{inf.id}:{room_id}", user=inf.subject, level="muted")
                     mutes += [(inf, row) for row in await self.ledger.add_intents([mute], infraction_id=inf.id)]
-        if everyone:
             # A room protected again, or given the power since: what failed there before is owed.
             rows = await self.ledger.reopen_intents(rows)
             later = await self.ledger.reopen_intents(later)
@@ -1284,35 +1265,16 @@ class Moderation:
                 mutes=sum(result.ok for result in mute_results),
                 later=len(later),
             )
-        if later:
-            # Hundreds of bans of people not there take the homeserver minutes: they must not
-            # hold up the sync batch (nor the line saying the room is protected).
-            task = asyncio.create_task(self._run_later(later, len(rooms)))
-            self.background.add(task)
-            task.add_done_callback(self.background.discard)
+        # Hundreds of bans of people not there take the homeserver minutes: they must not hold
+        # up the sync batch (nor the line saying the room is protected).
+        self.outbox.run_behind(later)
         return made
-
-    async def _run_later(self, rows: Sequence[IntentRow], rooms: int) -> None:
-        try:
-            results = await self.outbox.run(rows)
-            # One lifted while its ban here was under way: the lift did not see it, undo it now.
-            for row, result in zip(rows, results, strict=True):
-                if result.ok and row.infraction_id is not None:
-                    inf = await self.ledger.get_infraction(row.infraction_id)
-                    if inf is not None and inf.state not in ("pending", "active"):
-                        why = f"#{inf.id} {inf.state}"
-                        await self.outbox.do(intent("unban", row.room_id, user=str(row.payload["user"]), reason=why))
-        except Exception as err:  # the rows stay pending: the next start resumes them
-            log.exception("background_bans_failed", rows=len(rows), error=repr(err))
-            return
-        made = sum(result.ok for result in results)
-        log.info("bans_reach_rooms_ahead", rooms=rooms, bans=made, failed=len(rows) - made)
 
     async def _mute_reached(self, inf: Infraction, room_id: str, value: Mapping[str, Any]) -> None:
         """A mute in force everywhere now holds in a room protected later: its lift must restore
         the level there too. Lifted meanwhile (its lift did not know of the room), it is undone
         there at once."""
-        entry = {"previous": value.get("previous"), "muted_level": value.get("level")}
+        entry = mute_entry(value)
         if await self.ledger.mute_reached(inf.id, room_id, entry, actor=self.bot_user_id):
             return
         await self.outbox.do_all(
@@ -1346,20 +1308,14 @@ class Moderation:
             # A room the mute reached later whose entry a crash kept from the undo: its intent's result.
             for room, result in (await self._applied_in(inf, "power")).items():
                 if inf.scope == ALL_ROOMS and room not in recorded and "previous" in result:
-                    recorded[room] = {"previous": result.get("previous"), "muted_level": result.get("level")}
+                    recorded[room] = mute_entry(result)
             kept = {room: entry for room, entry in recorded.items() if room not in covered}
             return await self._restore_levels(inf.subject, {**undo, "rooms": kept})
         if inf.kind == "ban":
-            # The rooms it covers now, and those it reached that are no longer protected (a
-            # child taken out of a Space) while the bot is still there: its ban, its lift.
-            applied = [
-                r
-                for r in await self._applied_in(inf, "ban")
-                if self._present(r) and cannot_act(self.store.room(r), self.bot_user_id, "unban") is None
-            ]
+            # The rooms it covers now, and those it reached that are no longer protected.
             rooms = [
                 r
-                for r in dict.fromkeys([*self.rooms_of(inf), *applied])
+                for r in dict.fromkeys([*self.rooms_of(inf), *await self._reached_beyond(inf)])
                 if r not in covered and await self.membership(r, inf.subject) == "ban"
             ]
             why = reason or f"#{inf.id} expired"
@@ -1396,9 +1352,17 @@ class Moderation:
         await self._run_pending(inf.id)
         return True
 
-    def _present(self, room_id: str) -> bool:
-        """Whether the bot is in ``room_id`` (as far as its state says)."""
-        return self.store.known(room_id) and self.store.room(room_id).membership(self.bot_user_id) == "join"
+    async def _reached_beyond(self, inf: Infraction) -> list[str]:
+        """The rooms ``inf``'s ban took hold in that a lift must reach besides the protected
+        ones (a child taken out of a Space): its ban, its lift, while the bot is there and may
+        unban (a room where it lost the power is left out, as a protected one is)."""
+        return [
+            room_id
+            for room_id in await self._applied_in(inf, "ban")
+            if self.store.known(room_id)
+            and self.store.room(room_id).membership(self.bot_user_id) == "join"
+            and cannot_act(self.store.room(room_id), self.bot_user_id, "unban") is None
+        ]
 
     async def membership(self, room_id: str, user_id: str) -> str | None:
         """The user's membership, read fresh from the homeserver (our cache may lag)."""
@@ -1420,6 +1384,14 @@ class Moderation:
 RESUME_CONCURRENCY = 8
 #: The intent kind that carries out each kind of infraction in a room.
 PRIMARY = {"ban": "ban", "mute": "power", "kick": "kick"}
+
+
+def mute_entry(result: Mapping[str, Any]) -> dict[str, Any]:
+    """What a mute's undo keeps of one room, from its power intent's result: the level to
+    restore, and the muted level it set (restored only while that is still the level)."""
+    return {"previous": result.get("previous"), "muted_level": result.get("level")}
+
+
 #: How a sanction's own intents are keyed (``<prefix>:<infraction id>:<room>``), by intent kind.
 PRIMARY_KEY = {"ban": "ban", "power": "mute", "kick": "kick"}
 VERBS = {"ban": "Banned", "mute": "Muted", "kick": "Kicked", "warning": "Warned", "note": "Noted"}

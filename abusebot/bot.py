@@ -228,7 +228,7 @@ class Bot:
             await self.commands.close()
         with contextlib.suppress(AttributeError):
             # Left pending in the outbox: the next start resumes them.
-            tasks = [*self.moderation.background, *self.outbox.background]
+            tasks = list(self.outbox.background)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -646,7 +646,7 @@ class Bot:
         return await self._join_new(room, room_id, via=via)
 
     async def protect_room(self, room_id: str, origin: str) -> bool:
-        """Protect ``room_id`` because of ``origin`` (``space:<id>``), joining it first when the
+        """Protect ``room_id`` because of ``origin`` (``space``, ``subspace``), joining it first when the
         bot is not in it (what was said there before is history). A room that becomes protected
         gets every sanction in force everywhere (:meth:`_room_protected`). True when it was not
         protected before; a failed join raises, and leaves the room unprotected."""

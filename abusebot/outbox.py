@@ -32,7 +32,7 @@ from typing import Any
 import attrs
 import structlog
 
-from abusebot.ledger import IntentRow, Ledger, NewIntent
+from abusebot.ledger import Infraction, IntentRow, Ledger, NewIntent
 from abusebot.matrix import API, Api, HomeserverUnavailable, MatrixError, Priority, q, txn_id
 from abusebot.power import PowerLevels
 
@@ -96,7 +96,7 @@ class Outbox:
         #: Told (user, room) when a notices room is made or found: the user's replies there are
         #: read (ModMail, appeals), so the room must be known before they come.
         self.dm_room_listeners: list[Callable[[str, str], None]] = []
-        #: Resumed rows running behind everything (see :meth:`resume`).
+        #: Rows running behind everything (:meth:`run_behind`).
         self.background: set[asyncio.Task[None]] = set()
 
     # -- recording and running ---------------------------------------------------------------------
@@ -134,10 +134,11 @@ class Outbox:
                 future.set_result(answered)
                 return answered
             row = fresh
-            stale = await self._lifted(row)
-            if stale is not None:
+            lifted = await self._lifted(row)
+            if lifted is not None:
                 # A sanction lifted before this part of it ran (a room protected later, its bans
                 # queued behind everything): doing it now would outlive the lift for good.
+                stale = f"not done: #{lifted.id} is {lifted.state}"
                 await self.ledger.finish_intent(row.id, "failed", error=stale)
                 answered = Result(False, error=stale)
                 future.set_result(answered)
@@ -157,6 +158,8 @@ class Outbox:
         finally:
             # Only once the row is marked: a second run of it until then waits instead of acting.
             self._running.pop(row.id, None)
+        if result.ok and row.kind == "ban":
+            await self._undo_if_lifted(row)
         if self.on_result is not None:
             self.on_result(row.kind, result.ok)
         if result.ok:
@@ -167,15 +170,24 @@ class Outbox:
         future.set_result(result)
         return result
 
-    async def _lifted(self, row: IntentRow) -> str | None:
-        """Why ``row``, a sanction's own ban or mute in one room, must not run any more (its
-        infraction is no longer pending or in force), or ``None``."""
+    async def _undo_if_lifted(self, row: IntentRow) -> None:
+        """A sanction's ban that landed after its lift had looked (the lift did not see it) is
+        lifted here too, unless another ban in force covers the room."""
+        lifted = await self._lifted(row)
+        if lifted is None:
+            return
+        user = str(row.payload["user"])
+        if any(other.scope in ("*", row.room_id) for other in await self.ledger.active(user, "ban")):
+            return
+        await self.do(intent("unban", row.room_id, user=user, reason=f"#{lifted.id} {lifted.state}"))
+
+    async def _lifted(self, row: IntentRow) -> Infraction | None:
+        """The infraction of ``row``, a sanction's own ban or mute in one room, when it is no
+        longer pending or in force (the row must not run, or be undone); else ``None``."""
         if row.infraction_id is None or row.kind not in ("ban", "power") or not row.key.startswith(("ban:", "mute:")):
             return None
         inf = await self.ledger.get_infraction(row.infraction_id)
-        if inf is None or inf.state in ("pending", "active"):
-            return None
-        return f"not done: #{inf.id} is {inf.state}"
+        return None if inf is None or inf.state in ("pending", "active") else inf
 
     async def resume(self) -> int:
         """Carry out every intent left ``pending`` (by a crash); returns how many there were.
@@ -185,18 +197,27 @@ class Outbox:
         if rows:
             later = [row for row in rows if row.priority >= Priority.BACKGROUND]
             log.info("outbox_resume", pending=len(rows), background=len(later))
-            if later:
-                task = asyncio.create_task(self._run_quietly(later))
-                self.background.add(task)
-                task.add_done_callback(self.background.discard)
+            self.run_behind(later)
             await self.run([row for row in rows if row.priority < Priority.BACKGROUND])
         return len(rows)
 
-    async def _run_quietly(self, rows: Sequence[IntentRow]) -> None:
+    def run_behind(self, rows: Sequence[IntentRow]) -> None:
+        """Carry out recorded rows in the background, not waited for (hundreds of bans of
+        people not in a room take the homeserver minutes). Cut short by a stop, they stay
+        pending for the next start."""
+        if rows:
+            task = asyncio.create_task(self._run_behind(rows))
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
+
+    async def _run_behind(self, rows: Sequence[IntentRow]) -> None:
         try:
-            await self.run(rows)
+            results = await self.run(rows)
         except Exception as err:  # left pending: the next start tries again
-            log.exception("background_resume_failed", rows=len(rows), error=repr(err))
+            log.exception("background_intents_failed", rows=len(rows), error=repr(err))
+            return
+        done = sum(result.ok for result in results)
+        log.info("background_intents_done", rows=len(rows), done=done, failed=len(rows) - done)
 
     # -- the kinds -----------------------------------------------------------------------------------
 

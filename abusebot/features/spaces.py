@@ -32,6 +32,7 @@ import attrs
 import structlog
 
 from abusebot.audit import Message
+from abusebot.commands import ORIGIN_WORDS
 from abusebot.events import Event
 from abusebot.host import Feature, Role, feature
 from abusebot.ledger import now_ms
@@ -277,6 +278,7 @@ class SpacesFeature(Feature):
         level = list(dict.fromkeys(self.roots.values()))
         seen = set(level)
         gate = asyncio.Semaphore(JOIN_CONCURRENCY)
+        taken = 0  # rooms and sub-Spaces the bot is in, so far
         while level:
             wanted: list[tuple[str, str, list[str]]] = []
             for space in level:
@@ -289,11 +291,10 @@ class SpacesFeature(Feature):
                     known = child in self.rooms or child in self.spaces
                     # Only what the bot is in counts toward the cap (a Space full of rooms that
                     # do not exist pushes out nothing), and a room it protects stays protected.
-                    taken = sum(1 for what in found.values() if what.kind in ("room", "space")) + len(wanted)
-                    if taken >= MAX_ROOMS and not known:
+                    if taken + len(wanted) >= MAX_ROOMS and not known:
                         found[child] = Found(space, "skipped", f"over the limit of {MAX_ROOMS} rooms from Spaces")
                         continue
-                    skip = self._not_protectable(child, replaced)
+                    skip = self._not_protectable(child)
                     if skip:
                         found[child] = Found(space, "skipped", skip)
                         continue
@@ -306,13 +307,14 @@ class SpacesFeature(Feature):
             level = []
             for child, what in await asyncio.gather(*(one(*item) for item in wanted)):
                 found[child] = what
+                taken += what.kind in ("room", "space")
                 if what.kind == "space":
                     level.append(child)
             if len(found) > 20:
                 log.info("walking_spaces", rooms=len(found))
         return found
 
-    def _not_protectable(self, room_id: str, replaced: Mapping[str, str]) -> str | None:
+    def _not_protectable(self, room_id: str) -> str | None:
         """Why a Space's child is never protected because the Space names it, or ``None``."""
         bot = self.bot
         if room_id == bot.store.management_id:
@@ -358,6 +360,9 @@ class SpacesFeature(Feature):
         self.spaces.update({room: what.space_id for room, what in found.items() if what.kind == "space"})
         self.problems = {room: what for room, what in found.items() if what.kind in ("unjoinable", "skipped")}
         self.shut_out = {room: what for room, what in found.items() if what.kind == "space" and what.detail}
+        for room, what in self.problems.items():
+            if what.kind == "skipped":
+                log.info("space_room_skipped", room_id=room, why=what.detail)
         rows = await self._rows()
         # At a first start the start line says it all; after that, whatever changed is said.
         say = announce or bool(rows)
@@ -393,7 +398,7 @@ class SpacesFeature(Feature):
             space = self.rooms.pop(room)
             gone = store.unprotect(room, self._origin(space))
             since = rows.get(room, {}).get("since", 0)
-            kept = "" if gone else f" ({', '.join(_origin_words(store.origins(room)))})"
+            kept = "" if gone else f" ({', '.join(ORIGIN_WORDS.get(o, o) for o in store.origins(room))})"
             line = f"➖ {self._room(room)} is no longer a room of the Space {self._label(space)}: " + (
                 "I stopped protecting it." if gone else f"it stays protected{kept}."
             )
@@ -484,11 +489,9 @@ class SpacesFeature(Feature):
         for room, what in sorted(self.problems.items()):
             if what.kind == "unjoinable":
                 lines.append(f"{room} (in the Space {self._label(what.space_id)}): {what.detail}")
-        skipped = [room for room, what in self.problems.items() if what.kind == "skipped"]
+        skipped = sum(1 for what in self.problems.values() if what.kind == "skipped")
         if skipped:
-            lines.append(f"{len(skipped)} room(s) named by a Space that I do not protect (see the log)")
-            for room in skipped:
-                log.info("space_room_skipped", room_id=room, why=self.problems[room].detail)
+            lines.append(f"{skipped} room(s) named by a Space that I do not protect (see the log)")
         return lines
 
     def status(self) -> list[str]:
@@ -500,11 +503,6 @@ class SpacesFeature(Feature):
         if unjoined or self.root_problems:
             line += f"; ⚠️ {unjoined + len(self.root_problems)} I cannot join (!mod rooms)"
         return [line]
-
-
-def _origin_words(origins: Sequence[str]) -> list[str]:
-    words = {"config": "in the config", "upgrade": "a room upgrade", ORIGIN: "a Space"}
-    return [words.get(origin, origin) for origin in origins]
 
 
 def _latest(room_id: str, replaced: Mapping[str, str]) -> str:
